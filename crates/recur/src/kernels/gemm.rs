@@ -1,0 +1,180 @@
+//! The one matrix product every kernel uses: a thin, bounds-checked wrapper over the `gemm` crate.
+//!
+//! Matrices are described by a slice plus a row stride and a column stride (in elements), so a
+//! transposed operand is just the same slice with its strides swapped. No allocation happens here.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::Float;
+
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets how many threads the kernels' matrix products (and the two directions of a bidirectional
+/// layer) may use. `0` means "as many as rayon's global pool has" (the default).
+pub fn set_num_threads(threads: usize) {
+    THREADS.store(threads, Ordering::Relaxed);
+}
+
+/// The number of threads the kernels use: the value given to [`set_num_threads`], or the size of
+/// rayon's global pool when none was given.
+pub fn num_threads() -> usize {
+    match THREADS.load(Ordering::Relaxed) {
+        0 => rayon::current_num_threads().max(1),
+        n => n,
+    }
+}
+
+/// A read-only strided matrix view: element `(r, c)` is `data[r * rs + c * cs]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a, T> {
+    /// The backing slice.
+    pub data: &'a [T],
+    /// Number of rows.
+    pub rows: usize,
+    /// Number of columns.
+    pub cols: usize,
+    /// Row stride in elements.
+    pub rs: usize,
+    /// Column stride in elements.
+    pub cs: usize,
+}
+
+impl<'a, T> MatRef<'a, T> {
+    /// A row-major contiguous `(rows, cols)` matrix.
+    pub fn new(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Self { data, rows, cols, rs: cols, cs: 1 }
+    }
+
+    /// A row-major matrix whose rows are `rs` elements apart.
+    pub fn strided(data: &'a [T], rows: usize, cols: usize, rs: usize) -> Self {
+        Self { data, rows, cols, rs, cs: 1 }
+    }
+
+    /// The transpose (no copy: strides are swapped).
+    pub fn t(self) -> Self {
+        Self { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+    }
+
+    fn check(&self) {
+        if self.rows > 0 && self.cols > 0 {
+            let last = (self.rows - 1) * self.rs + (self.cols - 1) * self.cs;
+            assert!(last < self.data.len(), "matrix view out of bounds");
+        }
+    }
+}
+
+/// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)`; `dst` is row-major with row stride `dst_rs`.
+///
+/// With `accumulate` the product is added to what `dst` holds, otherwise `dst` is overwritten.
+/// Panics (an internal invariant, never user input) if a view reaches past its slice or the
+/// inner dimensions disagree.
+pub fn matmul<T: Float>(
+    dst: &mut [T],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: MatRef<'_, T>,
+    rhs: MatRef<'_, T>,
+) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(k, rhs.rows, "inner dimensions of a matrix product disagree");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!((m - 1) * dst_rs + n <= dst.len(), "destination view out of bounds");
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                dst[r * dst_rs..r * dst_rs + n].fill(T::ZERO);
+            }
+        }
+        return;
+    }
+    lhs.check();
+    rhs.check();
+    let threads = num_threads();
+    // Small products do not pay for the thread hand-off.
+    let parallelism = if threads > 1 && m * n * k >= 48 * 48 * 48 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: every element the product touches lies inside the three slices (checked above by
+    // `check` and the destination bound), `dst` is borrowed mutably so it aliases neither operand,
+    // and `T` is f32 or f64, both supported by `gemm`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Naive triple loop with the same contract as [`matmul`]; the reference the tests hold it to.
+pub fn matmul_naive<T: Float>(
+    dst: &mut [T],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: MatRef<'_, T>,
+    rhs: MatRef<'_, T>,
+) {
+    for i in 0..lhs.rows {
+        for j in 0..rhs.cols {
+            let mut acc = T::ZERO;
+            for p in 0..lhs.cols {
+                acc += lhs.data[i * lhs.rs + p * lhs.cs] * rhs.data[p * rhs.rs + j * rhs.cs];
+            }
+            let d = &mut dst[i * dst_rs + j];
+            *d = if accumulate { *d + acc } else { acc };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled(n: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matmul_matches_naive_with_transposes_and_accumulation() {
+        let (m, k, n) = (7, 5, 9);
+        let a = filled(m * k, 1);
+        let b = filled(n * k, 2); // used as (n×k)ᵀ
+        for accumulate in [false, true] {
+            let mut fast = filled(m * 11, 3);
+            let mut slow = fast.clone();
+            let lhs = MatRef::new(&a, m, k);
+            let rhs = MatRef::new(&b, n, k).t();
+            matmul(&mut fast, 11, accumulate, lhs, rhs);
+            matmul_naive(&mut slow, 11, accumulate, lhs, rhs);
+            for (x, y) in fast.iter().zip(&slow) {
+                assert!((x - y).abs() < 1e-12, "{x} vs {y}");
+            }
+        }
+    }
+}
