@@ -1,1 +1,40 @@
-//! Recur
+//! # Recur
+//!
+//! Recurrent neural networks (RNN, LSTM, GRU) for [candle], with PyTorch's API and PyTorch's exact
+//! numerics: the same equations and gate order, the same parameter names and shapes, the same
+//! defaults, so weights move between the two. The layers are fused cuDNN-style on the CPU (one
+//! matrix product for the input projection of all steps, one per step on the hidden state, one
+//! fused pointwise pass) and their backward (BPTT) is derived by hand.
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use recur::{Lstm, LstmConfig, State};
+//!
+//! let varmap = candle_nn::VarMap::new();
+//! let vb = recur::seeded_var_builder(&varmap, 42, DType::F32, &Device::Cpu);
+//! let lstm = Lstm::new(LstmConfig { num_layers: 2, ..LstmConfig::new(8, 16) }, vb.pp("lstm"))?;
+//! let x = Tensor::randn(0f32, 1.0, (5, 3, 8), &Device::Cpu)?; // (T, B, I)
+//! let (out, State { h, c }) = lstm.forward(&x, None)?;
+//! assert_eq!(out.dims(), &[5, 3, 16]);
+//! assert_eq!(h.dims(), &[2, 3, 16]);
+//! let grads = out.sqr()?.sum_all()?.backward()?; // BPTT reaches every parameter
+//! assert!(grads.get(&lstm.weights()[0].1).is_some());
+//! # let _ = c;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! [candle]: https://github.com/huggingface/candle
+
+#![deny(missing_docs)]
+
+mod error;
+pub mod kernels;
+pub mod nn;
+mod ops;
+
+pub use error::{Error, Result};
+pub use kernels::gemm::{num_threads, set_num_threads};
+pub use nn::{
+    seeded_var_builder, Gru, GruCell, GruCellConfig, GruConfig, Lstm, LstmCell, LstmCellConfig, LstmConfig,
+    Nonlinearity, Recurrent, Rnn, RnnCell, RnnCellConfig, RnnConfig, State,
+};

@@ -3,11 +3,25 @@
 //! Matrices are described by a slice plus a row stride and a column stride (in elements), so a
 //! transposed operand is just the same slice with its strides swapped. No allocation happens here.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::Float;
 
 static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static SERIAL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with every matrix product on the calling thread single-threaded; used when the caller
+/// already runs independent work (the two directions of a layer) on separate threads.
+pub fn serial<R>(f: impl FnOnce() -> R) -> R {
+    let before = SERIAL.with(|s| s.replace(true));
+    let out = f();
+    SERIAL.with(|s| s.set(before));
+    out
+}
 
 /// Sets how many threads the kernels' matrix products (and the two directions of a bidirectional
 /// layer) may use. `0` means "as many as rayon's global pool has" (the default).
@@ -68,13 +82,7 @@ impl<'a, T> MatRef<'a, T> {
 /// With `accumulate` the product is added to what `dst` holds, otherwise `dst` is overwritten.
 /// Panics (an internal invariant, never user input) if a view reaches past its slice or the
 /// inner dimensions disagree.
-pub fn matmul<T: Float>(
-    dst: &mut [T],
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: MatRef<'_, T>,
-    rhs: MatRef<'_, T>,
-) {
+pub fn matmul<T: Float>(dst: &mut [T], dst_rs: usize, accumulate: bool, lhs: MatRef<'_, T>, rhs: MatRef<'_, T>) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(k, rhs.rows, "inner dimensions of a matrix product disagree");
     if m == 0 || n == 0 {
@@ -91,7 +99,7 @@ pub fn matmul<T: Float>(
     }
     lhs.check();
     rhs.check();
-    let threads = num_threads();
+    let threads = if SERIAL.with(Cell::get) { 1 } else { num_threads() };
     // Small products do not pay for the thread hand-off.
     let parallelism = if threads > 1 && m * n * k >= 48 * 48 * 48 {
         gemm::Parallelism::Rayon(threads)
@@ -127,13 +135,7 @@ pub fn matmul<T: Float>(
 }
 
 /// Naive triple loop with the same contract as [`matmul`]; the reference the tests hold it to.
-pub fn matmul_naive<T: Float>(
-    dst: &mut [T],
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: MatRef<'_, T>,
-    rhs: MatRef<'_, T>,
-) {
+pub fn matmul_naive<T: Float>(dst: &mut [T], dst_rs: usize, accumulate: bool, lhs: MatRef<'_, T>, rhs: MatRef<'_, T>) {
     for i in 0..lhs.rows {
         for j in 0..rhs.cols {
             let mut acc = T::ZERO;

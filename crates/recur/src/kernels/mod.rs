@@ -23,7 +23,11 @@
 pub mod gemm;
 pub mod gru;
 pub mod lstm;
+pub mod math;
 pub mod rnn;
+mod shared;
+#[cfg(test)]
+mod testing;
 
 use std::fmt::Debug;
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub, SubAssign};
@@ -86,11 +90,15 @@ impl Float for f32 {
     }
     #[inline(always)]
     fn exp(self) -> Self {
-        f32::exp(self)
+        math::exp(self)
     }
     #[inline(always)]
     fn tanh(self) -> Self {
-        f32::tanh(self)
+        math::tanh(self)
+    }
+    #[inline(always)]
+    fn sigmoid(self) -> Self {
+        math::sigmoid(self)
     }
 }
 

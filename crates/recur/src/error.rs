@@ -1,0 +1,95 @@
+//! The library's one error type.
+//!
+//! Every variant says what was expected, what came, and how to fix it; its `Display` is one
+//! sentence (or two) a user can act on. Wording follows PyTorch's messages where PyTorch has one,
+//! so a search for the PyTorch text finds the same advice.
+
+use candle_core::DType;
+
+/// The result type of every fallible function in Recur.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong in Recur.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration value is out of range (zero sizes, dropout outside [0, 1], sizes whose
+    /// products overflow, a projection on a cell type that has none…).
+    #[error("{layer}: {message}; to fix: {fix}")]
+    InvalidConfig {
+        /// The layer being configured, e.g. `LSTM`.
+        layer: &'static str,
+        /// What is wrong, with the offending value.
+        message: String,
+        /// How to fix it.
+        fix: String,
+    },
+    /// A tensor has the wrong rank or size.
+    #[error("{layer}: {message}; to fix: {fix}")]
+    Shape {
+        /// The layer or function that received the tensor.
+        layer: &'static str,
+        /// What was expected and what came.
+        message: String,
+        /// How to fix it.
+        fix: String,
+    },
+    /// The input's dtype differs from the parameters' dtype (never silently cast).
+    #[error(
+        "{layer} {what} dtype ({got:?}) does not match weight dtype ({expected:?}); to fix: convert \
+         the {what} with `.to_dtype(DType::{expected:?})`, or build the model in {got:?}"
+    )]
+    DType {
+        /// The layer that received the tensor.
+        layer: &'static str,
+        /// Which tensor: `input`, `h0`, `c0`.
+        what: &'static str,
+        /// The parameters' dtype.
+        expected: DType,
+        /// The tensor's dtype.
+        got: DType,
+    },
+    /// A dtype the fused kernels do not implement.
+    #[error(
+        "{layer}: dtype {got:?} is not supported; to fix: use F32 (training, inference) or F64 \
+         (gradient checks)"
+    )]
+    UnsupportedDType {
+        /// The layer that received the tensor.
+        layer: &'static str,
+        /// The dtype that came.
+        got: DType,
+    },
+    /// A tensor lives on a device the fused kernels do not run on, or on another device than the
+    /// parameters.
+    #[error("{layer}: {message}; to fix: {fix}")]
+    Device {
+        /// The layer that received the tensor.
+        layer: &'static str,
+        /// What was expected and what came.
+        message: String,
+        /// How to fix it.
+        fix: String,
+    },
+    /// An error raised by candle (tensor allocation, a variable lookup, I/O of weights…).
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl Error {
+    pub(crate) fn config(layer: &'static str, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self::InvalidConfig { layer, message: message.into(), fix: fix.into() }
+    }
+
+    pub(crate) fn shape(layer: &'static str, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self::Shape { layer, message: message.into(), fix: fix.into() }
+    }
+}
+
+impl From<Error> for candle_core::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Candle(e) => e,
+            other => candle_core::Error::wrap(other),
+        }
+    }
+}

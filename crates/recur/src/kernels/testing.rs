@@ -1,0 +1,131 @@
+//! Test helpers shared by the kernel tests: a tiny seeded generator, closeness checks that print
+//! the worst elements, and a central finite-difference gradient check.
+
+use super::shared::PORTABLE_ONLY;
+use super::Float;
+
+/// Runs `f` once with the pointwise passes dispatched as usual (AVX2 where the CPU has it) and
+/// once forced onto the portable copies, so both get tested on an AVX2 machine.
+pub(super) fn for_each_instruction_set(mut f: impl FnMut(&str)) {
+    for portable in [false, true] {
+        PORTABLE_ONLY.with(|p| p.set(portable));
+        f(if portable { "portable" } else { "dispatched" });
+    }
+    PORTABLE_ONLY.with(|p| p.set(false));
+}
+
+/// A tiny deterministic generator (64-bit LCG, top 53 bits), so tests need no dependency.
+pub(super) struct Rng(u64);
+
+impl Rng {
+    pub(super) fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(1))
+    }
+
+    /// Uniform in `[-1, 1)`.
+    pub(super) fn uniform(&mut self) -> f64 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+    }
+
+    /// `n` values uniform in `[-scale, scale)`.
+    pub(super) fn vec(&mut self, n: usize, scale: f64) -> Vec<f64> {
+        (0..n).map(|_| self.uniform() * scale).collect()
+    }
+}
+
+/// `v` converted to `T`.
+pub(super) fn cast<T: Float>(v: &[f64]) -> Vec<T> {
+    v.iter().map(|&x| T::from_f64(x)).collect()
+}
+
+/// Asserts `|got − want| ≤ tol · max(1, |want|)` elementwise, printing the worst elements if not.
+pub(super) fn assert_close<T: Float>(what: &str, got: &[T], want: &[T], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let mut bad: Vec<(f64, usize, f64, f64)> = got
+        .iter()
+        .zip(want)
+        .enumerate()
+        .map(|(i, (&g, &w))| {
+            let (g, w) = (g.to_f64(), w.to_f64());
+            let err = (g - w).abs() / w.abs().max(1.0);
+            (if err.is_nan() { f64::INFINITY } else { err }, i, g, w)
+        })
+        .filter(|&(err, ..)| err > tol)
+        .collect();
+    if !bad.is_empty() {
+        bad.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let worst: Vec<String> =
+            bad.iter().take(5).map(|(err, i, g, w)| format!("[{i}] got {g:e} want {w:e} (err {err:e})")).collect();
+        panic!("{what}: {} of {} elements off by more than {tol:e}: {}", bad.len(), got.len(), worst.join(", "));
+    }
+}
+
+/// Asserts two buffers hold bitwise identical values.
+pub(super) fn assert_bitwise_eq<T: Float>(what: &str, a: &[T], b: &[T]) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths differ");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(x.to_f64().to_bits() == y.to_f64().to_bits(), "{what}[{i}]: {x:?} vs {y:?}");
+    }
+}
+
+/// Central finite differences (`eps = 1e-6`) of `loss` w.r.t. every element of every buffer in
+/// `params`, each compared with `analytic` (same layout): pass iff
+/// `|analytic − numeric| ≤ 1e-5 + 1e-3·|numeric|`.
+pub(super) fn check_gradients(
+    what: &str,
+    names: &[&str],
+    params: &mut [Vec<f64>],
+    analytic: &[Vec<f64>],
+    loss: impl Fn(&[Vec<f64>]) -> f64,
+) {
+    const EPS: f64 = 1e-6;
+    assert_eq!(names.len(), params.len());
+    assert_eq!(analytic.len(), params.len());
+    for p in 0..params.len() {
+        assert_eq!(params[p].len(), analytic[p].len(), "{what}: {} gradient length", names[p]);
+        for e in 0..params[p].len() {
+            let saved = params[p][e];
+            params[p][e] = saved + EPS;
+            let up = loss(params);
+            params[p][e] = saved - EPS;
+            let down = loss(params);
+            params[p][e] = saved;
+            let numeric = (up - down) / (2.0 * EPS);
+            let got = analytic[p][e];
+            assert!(
+                (got - numeric).abs() <= 1e-5 + 1e-3 * numeric.abs(),
+                "{what}: d/d{}[{e}] analytic {got:e} vs numeric {numeric:e}",
+                names[p]
+            );
+        }
+    }
+}
+
+/// Checks the backward's contract from two runs of two passes over one forward each: with the
+/// gradients reset between passes (`reset_passes`, the gradients after each pass) both passes give
+/// bitwise the same result, so the backward reads its workspace without changing it; without the
+/// reset (`accumulated`, after the second pass) every gradient doubled, except the `overwritten`
+/// ones (`dh0`, `dc0`), which equal one pass's.
+pub(super) fn check_repeatable_and_accumulating(
+    names: &[&str],
+    reset_passes: &[Vec<Vec<f64>>],
+    accumulated: &[Vec<f64>],
+    overwritten: &[&str],
+) {
+    let [first, second] = reset_passes else { panic!("expected two passes") };
+    for ((name, a), b) in names.iter().zip(first).zip(second) {
+        assert_bitwise_eq(&format!("{name}, second pass over the same workspace"), b, a);
+    }
+    for ((name, got), once) in names.iter().zip(accumulated).zip(first) {
+        let factor = if overwritten.contains(name) { 1.0 } else { 2.0 };
+        let want: Vec<f64> = once.iter().map(|v| factor * v).collect();
+        assert_close(&format!("{name} after two accumulating passes"), got, &want, 1e-12);
+    }
+}
+
+/// `Σ a ⊙ b`.
+pub(super) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

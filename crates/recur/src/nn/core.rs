@@ -1,0 +1,469 @@
+//! The recurrent core shared by `Rnn`, `Lstm` and `Gru`: parameters, validation, stacking,
+//! directions, inter-layer dropout, `batch_first` and unbatched input.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{Init, VarBuilder};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::kernels::Dims;
+use crate::nn::State;
+use crate::ops::fused::{CellKind, FusedLayer, LayerSpec};
+use crate::{Error, Result};
+
+/// Everything that describes a layer stack, whatever its cell type.
+#[derive(Clone, Debug)]
+pub(crate) struct CoreConfig {
+    pub(crate) name: &'static str,
+    pub(crate) kind: CellKind,
+    pub(crate) input_size: usize,
+    pub(crate) hidden_size: usize,
+    pub(crate) num_layers: usize,
+    pub(crate) bias: bool,
+    pub(crate) batch_first: bool,
+    pub(crate) dropout: f64,
+    pub(crate) bidirectional: bool,
+    pub(crate) proj_size: usize,
+    pub(crate) seed: u64,
+}
+
+impl CoreConfig {
+    fn directions(&self) -> usize {
+        if self.bidirectional {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// `H_out`: the size of `h` (the projection size when projecting).
+    pub(crate) fn output_hidden(&self) -> usize {
+        if self.proj_size > 0 {
+            self.proj_size
+        } else {
+            self.hidden_size
+        }
+    }
+
+    /// Checks R1–R5 and returns the warnings PyTorch would print.
+    fn validate(&self) -> Result<Vec<String>> {
+        let name = self.name;
+        for (field, value) in
+            [("input_size", self.input_size), ("hidden_size", self.hidden_size), ("num_layers", self.num_layers)]
+        {
+            if value == 0 {
+                return Err(Error::config(
+                    name,
+                    format!("{field} must be greater than zero"),
+                    format!("set {field} to a positive number"),
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.dropout) {
+            return Err(Error::config(
+                name,
+                format!(
+                    "dropout should be a number in range [0, 1] representing the probability of an element being \
+                     zeroed, got {}",
+                    self.dropout
+                ),
+                "pass a dropout probability between 0.0 and 1.0",
+            ));
+        }
+        if self.proj_size > 0 && self.proj_size >= self.hidden_size {
+            return Err(Error::config(
+                name,
+                format!(
+                    "proj_size has to be smaller than hidden_size, got proj_size={} and hidden_size={}",
+                    self.proj_size, self.hidden_size
+                ),
+                "pick proj_size below hidden_size, or 0 for no projection",
+            ));
+        }
+        // R5: every size product the layer will compute must fit in usize.
+        let gh = checked(name, &[self.kind.gates(), self.hidden_size])?;
+        let widest_input = self.input_size.max(self.directions() * self.output_hidden());
+        checked(name, &[gh, widest_input + self.output_hidden() + 2])?;
+        checked(name, &[gh, widest_input, self.num_layers, self.directions()])?;
+        checked(name, &[self.output_hidden(), self.hidden_size])?;
+        let mut warnings = Vec::new();
+        if self.dropout > 0.0 && self.num_layers == 1 {
+            warnings.push(format!(
+                "dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects \
+                 num_layers greater than 1, but got dropout={} and num_layers={}",
+                py_float(self.dropout),
+                self.num_layers
+            ));
+        }
+        Ok(warnings)
+    }
+}
+
+/// The product of `factors`, or an error if it overflows `usize`.
+pub(crate) fn checked(layer: &'static str, factors: &[usize]) -> Result<usize> {
+    factors.iter().try_fold(1usize, |acc, &f| acc.checked_mul(f)).ok_or_else(|| {
+        Error::config(
+            layer,
+            format!("the sizes {factors:?} multiply to more than usize::MAX"),
+            "use sizes whose products fit in memory",
+        )
+    })
+}
+
+/// Formats a float like Python's `repr` does for the values a config holds (`1.0`, `0.25`).
+pub(crate) fn py_float(v: f64) -> String {
+    if v.fract() == 0.0 && v.is_finite() {
+        format!("{v:.1}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// PyTorch's `True`/`False`.
+pub(crate) fn py_bool(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
+    }
+}
+
+/// The parameters, mode and dropout generator of a layer stack.
+pub(crate) struct Core {
+    pub(crate) cfg: CoreConfig,
+    /// Per layer: every direction's parameters in the fused op's flat order.
+    layers: Vec<Vec<Tensor>>,
+    named: Vec<(String, Tensor)>,
+    training: AtomicBool,
+    rng: Mutex<StdRng>,
+    warnings: Vec<String>,
+    dtype: DType,
+    device: Device,
+}
+
+impl Core {
+    pub(crate) fn new(cfg: CoreConfig, vb: VarBuilder) -> Result<Self> {
+        let warnings = cfg.validate()?;
+        let (dtype, device) = (vb.dtype(), vb.device().clone());
+        check_backend(cfg.name, dtype, &device)?;
+        let h = cfg.hidden_size;
+        let p = cfg.output_hidden();
+        let g = cfg.kind.gates();
+        let k = 1.0 / (h as f64).sqrt();
+        let init = Init::Uniform { lo: -k, up: k };
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        let mut named = Vec::new();
+        for layer in 0..cfg.num_layers {
+            let layer_input = if layer == 0 { cfg.input_size } else { cfg.directions() * p };
+            let mut params = Vec::new();
+            for dir in 0..cfg.directions() {
+                let sfx = if dir == 1 { "_reverse" } else { "" };
+                let mut shapes: Vec<(String, Vec<usize>)> = vec![
+                    (format!("weight_ih_l{layer}{sfx}"), vec![g * h, layer_input]),
+                    (format!("weight_hh_l{layer}{sfx}"), vec![g * h, p]),
+                ];
+                if cfg.bias {
+                    shapes.push((format!("bias_ih_l{layer}{sfx}"), vec![g * h]));
+                    shapes.push((format!("bias_hh_l{layer}{sfx}"), vec![g * h]));
+                }
+                if cfg.proj_size > 0 {
+                    shapes.push((format!("weight_hr_l{layer}{sfx}"), vec![p, h]));
+                }
+                for (name, shape) in shapes {
+                    let t = vb.get_with_hints(shape, &name, init)?;
+                    check_param(cfg.name, &name, &t, dtype)?;
+                    params.push(t.clone());
+                    named.push((name, t));
+                }
+            }
+            layers.push(params);
+        }
+        let rng = Mutex::new(StdRng::seed_from_u64(cfg.seed));
+        Ok(Self { cfg, layers, named, training: AtomicBool::new(true), rng, warnings, dtype, device })
+    }
+
+    pub(crate) fn weights(&self) -> Vec<(String, Tensor)> {
+        self.named.clone()
+    }
+
+    pub(crate) fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    pub(crate) fn set_training(&self, training: bool) {
+        self.training.store(training, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_training(&self) -> bool {
+        self.training.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn forward(&self, input: &Tensor, state: Option<&State>) -> Result<(Tensor, State)> {
+        let cfg = &self.cfg;
+        let name = cfg.name;
+        let rank = input.rank();
+        if rank != 2 && rank != 3 {
+            return Err(Error::shape(
+                name,
+                format!("Expected input to be 2D or 3D, got {rank}D instead (shape {:?})", input.dims()),
+                "pass (T, B, I), (B, T, I) with batch_first, or (T, I) for one unbatched sequence",
+            ));
+        }
+        let unbatched = rank == 2;
+        if let Some(state) = state {
+            self.check_state_ranks(state, unbatched)?;
+        }
+        self.check_tensor(input, "input")?;
+        if let Some(state) = state {
+            self.check_tensor(&state.h, "h0")?;
+            if let Some(c) = &state.c {
+                self.check_tensor(c, "c0")?;
+            }
+        }
+        let x = if unbatched {
+            input.unsqueeze(1)?
+        } else if cfg.batch_first {
+            input.transpose(0, 1)?
+        } else {
+            input.clone()
+        };
+        let (seq_len, batch, features) = x.dims3()?;
+        if features != cfg.input_size {
+            return Err(Error::shape(
+                name,
+                format!("input.size(-1) must be equal to input_size. Expected {}, got {features}", cfg.input_size),
+                format!("feed {} features per step, or build the layer with input_size = {features}", cfg.input_size),
+            ));
+        }
+        let dirs = cfg.directions();
+        let (p, h) = (cfg.output_hidden(), cfg.hidden_size);
+        let lead = cfg.num_layers * dirs;
+        let (h0, c0) = match state {
+            Some(state) => {
+                let h0 = self.check_state_shape(&state.h, unbatched, [lead, batch, p], 0)?;
+                let c0 = match &state.c {
+                    Some(c) => Some(self.check_state_shape(c, unbatched, [lead, batch, h], 1)?),
+                    None => None,
+                };
+                (h0, c0)
+            }
+            None => {
+                let zeros = |size| Tensor::zeros((lead, batch, size), self.dtype, &self.device);
+                let c0 = if cfg.kind.has_cell_state() { Some(zeros(h)?) } else { None };
+                (zeros(p)?, c0)
+            }
+        };
+        if seq_len == 0 {
+            return Err(Error::shape(
+                name,
+                "Expected sequence length to be larger than 0 in RNN",
+                "drop empty sequences before calling the layer",
+            ));
+        }
+        checked(name, &[seq_len, batch, cfg.kind.gates(), h.max(p) + 2, dirs])?;
+        let dropout = self.is_training() && cfg.dropout > 0.0;
+        let mut layer_input = x.contiguous()?;
+        let mut h_n = Vec::with_capacity(cfg.num_layers);
+        let mut c_n = Vec::with_capacity(cfg.num_layers);
+        for (layer, params) in self.layers.iter().enumerate() {
+            let dims = Dims { seq_len, batch, input_size: layer_input.dim(2)?, hidden_size: h, proj_size: p };
+            let spec = LayerSpec { kind: cfg.kind, dims, directions: dirs, bias: cfg.bias };
+            let mut state_parts = vec![h0.narrow(0, layer * dirs, dirs)?.flatten_all()?];
+            if let Some(c0) = &c0 {
+                state_parts.push(c0.narrow(0, layer * dirs, dirs)?.flatten_all()?);
+            }
+            let flat_state = Tensor::cat(&state_parts, 0)?;
+            let flat_params =
+                Tensor::cat(&params.iter().map(|t| t.flatten_all()).collect::<candle_core::Result<Vec<_>>>()?, 0)?;
+            let out = FusedLayer::apply(spec, &layer_input, &flat_state, &flat_params)?;
+            let y_len = seq_len * batch * dirs * p;
+            let y = out.narrow(0, 0, y_len)?.reshape((seq_len, batch, dirs * p))?;
+            h_n.push(out.narrow(0, y_len, dirs * batch * p)?.reshape((dirs, batch, p))?);
+            if cfg.kind.has_cell_state() {
+                c_n.push(out.narrow(0, y_len + dirs * batch * p, dirs * batch * h)?.reshape((dirs, batch, h))?);
+            }
+            layer_input = if dropout && layer + 1 < cfg.num_layers { self.dropout(&y)? } else { y };
+        }
+        let mut output = layer_input;
+        let mut h_n = Tensor::cat(&h_n, 0)?;
+        let mut c_n = if cfg.kind.has_cell_state() { Some(Tensor::cat(&c_n, 0)?) } else { None };
+        if unbatched {
+            output = output.squeeze(1)?;
+            h_n = h_n.squeeze(1)?;
+            c_n = c_n.map(|c| c.squeeze(1)).transpose()?;
+        } else if cfg.batch_first {
+            output = output.transpose(0, 1)?.contiguous()?;
+        }
+        Ok((output, State { h: h_n, c: c_n }))
+    }
+
+    /// Inverted dropout with a fresh Bernoulli(1 − p) mask per element.
+    fn dropout(&self, y: &Tensor) -> Result<Tensor> {
+        let p = self.cfg.dropout;
+        let n = y.elem_count();
+        let mask: Vec<f64> = {
+            let mut rng = self.rng.lock().map_err(|_| candle_core::Error::Msg("poisoned dropout generator".into()))?;
+            if p >= 1.0 {
+                vec![0.0; n]
+            } else {
+                let scale = 1.0 / (1.0 - p);
+                (0..n).map(|_| if rng.gen::<f64>() < p { 0.0 } else { scale }).collect()
+            }
+        };
+        let mask = Tensor::from_vec(mask, y.shape(), &self.device)?.to_dtype(self.dtype)?;
+        Ok(y.mul(&mask)?)
+    }
+
+    fn check_tensor(&self, t: &Tensor, what: &'static str) -> Result<()> {
+        check_input_tensor(self.cfg.name, t, what, self.dtype, &self.device)
+    }
+
+    fn check_state_ranks(&self, state: &State, unbatched: bool) -> Result<()> {
+        let name = self.cfg.name;
+        let want = if unbatched { 2 } else { 3 };
+        let input_desc = if unbatched { "unbatched 2-D" } else { "batched 3-D" };
+        match (&state.c, self.cfg.kind.has_cell_state()) {
+            (None, true) => {
+                return Err(Error::shape(
+                    name,
+                    "LSTM expects the state (h0, c0) but got h0 only",
+                    "pass State::lstm(h0, c0), or None for zero states",
+                ))
+            }
+            (Some(_), false) => {
+                return Err(Error::shape(
+                    name,
+                    format!("{name} has no cell state but the state carries c0"),
+                    "pass State::h(h0), or None for a zero state",
+                ))
+            }
+            _ => {}
+        }
+        let h_rank = state.h.rank();
+        if let Some(c) = &state.c {
+            let c_rank = c.rank();
+            if h_rank != want || c_rank != want {
+                return Err(Error::shape(
+                    name,
+                    format!(
+                        "For {input_desc} input, hx and cx should also be {want}-D but got ({h_rank}-D, {c_rank}-D) tensors"
+                    ),
+                    "give h0 and c0 the same rank as the input: 3-D (L·D, B, H) for batched input, 2-D (L·D, H) \
+                     for unbatched input",
+                ));
+            }
+        } else if h_rank != want {
+            return Err(Error::shape(
+                name,
+                format!("For {input_desc} input, hx should also be {want}-D but got {h_rank}-D tensor"),
+                "give h0 the same rank as the input: 3-D (L·D, B, H) for batched input, 2-D (L·D, H) for unbatched \
+                 input",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a state tensor against `(L·D, B, size)` and returns it as 3-D and contiguous.
+    fn check_state_shape(&self, t: &Tensor, unbatched: bool, expected: [usize; 3], index: usize) -> Result<Tensor> {
+        let name = self.cfg.name;
+        let t3 = if unbatched { t.unsqueeze(1)? } else { t.clone() };
+        if t3.dims() != expected {
+            let which = if self.cfg.kind.has_cell_state() { format!("hidden[{index}]") } else { "hidden".to_string() };
+            let shown = if unbatched {
+                format!("({}, {})", expected[0], expected[2])
+            } else {
+                format!("{expected:?}").replace('[', "(").replace(']', ")")
+            };
+            let state_name = if index == 0 { "h0" } else { "c0" };
+            return Err(Error::shape(
+                name,
+                format!("Expected {which} size {shown}, got {:?}", t.dims()),
+                format!(
+                    "{state_name} must be (num_layers·num_directions, batch, {}){}; batch_first does not change the \
+                     state layout",
+                    if index == 0 && self.cfg.proj_size > 0 { "proj_size" } else { "hidden_size" },
+                    if unbatched { " without the batch dimension for unbatched input" } else { "" }
+                ),
+            ));
+        }
+        Ok(t3.contiguous()?)
+    }
+}
+
+/// Checks that the parameters' dtype and device can run on the fused kernels.
+pub(crate) fn check_backend(name: &'static str, dtype: DType, device: &Device) -> Result<()> {
+    if !matches!(dtype, DType::F32 | DType::F64) {
+        return Err(Error::UnsupportedDType { layer: name, got: dtype });
+    }
+    if !device.is_cpu() {
+        return Err(Error::Device {
+            layer: name,
+            message: format!("the fused recurrent kernels run on the CPU, the VarBuilder is on {device:?}"),
+            fix: "build the layer with Device::Cpu".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a parameter that came from a `VarBuilder` (loaded weights may carry another dtype).
+pub(crate) fn check_param(name: &'static str, param: &str, t: &Tensor, dtype: DType) -> Result<()> {
+    if t.dtype() != dtype {
+        return Err(Error::config(
+            name,
+            format!("parameter {param} has dtype {:?}, the VarBuilder asks for {dtype:?}", t.dtype()),
+            "load the weights with the VarBuilder's dtype",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an input or state tensor's dtype and device against the parameters'.
+pub(crate) fn check_input_tensor(
+    name: &'static str,
+    t: &Tensor,
+    what: &'static str,
+    dtype: DType,
+    device: &Device,
+) -> Result<()> {
+    if t.dtype() != dtype {
+        return Err(Error::DType { layer: name, what, expected: dtype, got: t.dtype() });
+    }
+    if !t.device().same_device(device) {
+        return Err(Error::Device {
+            layer: name,
+            message: format!("{what} is on {:?} but the parameters are on {device:?}", t.device()),
+            fix: format!("move the {what} with `.to_device(&Device::Cpu)`"),
+        });
+    }
+    Ok(())
+}
+
+impl fmt::Display for CoreConfig {
+    /// PyTorch's `extra_repr`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({}, {}", self.name, self.input_size, self.hidden_size)?;
+        if self.proj_size != 0 {
+            write!(f, ", proj_size={}", self.proj_size)?;
+        }
+        if self.num_layers != 1 {
+            write!(f, ", num_layers={}", self.num_layers)?;
+        }
+        if !self.bias {
+            write!(f, ", bias={}", py_bool(self.bias))?;
+        }
+        if self.batch_first {
+            write!(f, ", batch_first={}", py_bool(self.batch_first))?;
+        }
+        if self.dropout != 0.0 {
+            write!(f, ", dropout={}", py_float(self.dropout))?;
+        }
+        if self.bidirectional {
+            write!(f, ", bidirectional={}", py_bool(self.bidirectional))?;
+        }
+        f.write_str(")")
+    }
+}

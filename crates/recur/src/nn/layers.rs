@@ -1,0 +1,269 @@
+//! `Rnn`, `Lstm` and `Gru`: PyTorch's `nn.RNN`, `nn.LSTM` and `nn.GRU`.
+//!
+//! The three are thin names over one recurrent core, so they share every method name, argument
+//! order and return shape; the [`Recurrent`] trait lets code hold any of them.
+
+use std::fmt;
+
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+
+use crate::kernels::rnn::Activation;
+use crate::nn::core::{Core, CoreConfig};
+use crate::nn::{GruConfig, LstmConfig, Nonlinearity, RnnConfig, State};
+use crate::ops::fused::CellKind;
+use crate::Result;
+
+/// What every recurrent layer offers; object safe, so a `Box<dyn Recurrent>` can hold an RNN, an
+/// LSTM or a GRU chosen at run time.
+pub trait Recurrent: fmt::Display + Send + Sync {
+    /// Runs the layer over a sequence; see the layer's own `forward` for shapes.
+    fn forward(&self, input: &Tensor, state: Option<&State>) -> Result<(Tensor, State)>;
+    /// Switches between training mode (inter-layer dropout on) and evaluation mode.
+    fn set_training(&self, training: bool);
+    /// Whether the layer is in training mode.
+    fn is_training(&self) -> bool;
+    /// The parameters under their PyTorch names (no prefix), in PyTorch's registration order.
+    fn weights(&self) -> Vec<(String, Tensor)>;
+    /// Warnings PyTorch would have printed at construction (the library never prints).
+    fn warnings(&self) -> &[String];
+    /// Size of the last dimension of the output: `D · H_out`.
+    fn output_size(&self) -> usize;
+}
+
+macro_rules! recurrent_layer {
+    ($(#[$doc:meta])* $name:ident, $config:ident) => {
+        $(#[$doc])*
+        pub struct $name {
+            config: $config,
+            core: Core,
+        }
+
+        impl $name {
+            /// The configuration the layer was built from.
+            pub fn config(&self) -> &$config {
+                &self.config
+            }
+
+            /// Runs the layer over a sequence.
+            ///
+            /// Shapes (`D` = 2 if bidirectional else 1, `H_out` = `proj_size` if set else
+            /// `hidden_size`):
+            /// - `input`: `(T, B, I)`, `(B, T, I)` with `batch_first`, or unbatched `(T, I)`;
+            /// - `state`: `None` for zeros, or `h` `(L·D, B, H_out)` (`(L·D, H_out)` unbatched)
+            ///   plus, for an LSTM, `c` `(L·D, B, H)`;
+            /// - returns the output `(T, B, D·H_out)` (`(B, T, D·H_out)` with `batch_first`,
+            ///   `(T, D·H_out)` unbatched) and the final state, same shapes as `state`, indexed
+            ///   `layer·D + direction`.
+            ///
+            /// Errors name the offending tensor, what was expected and what came.
+            pub fn forward(&self, input: &Tensor, state: Option<&State>) -> Result<(Tensor, State)> {
+                self.core.forward(input, state)
+            }
+
+            /// Switches between training mode (inter-layer dropout on; the default) and evaluation
+            /// mode. Backward works the same in both.
+            pub fn set_training(&self, training: bool) {
+                self.core.set_training(training)
+            }
+
+            /// Whether the layer is in training mode.
+            pub fn is_training(&self) -> bool {
+                self.core.is_training()
+            }
+
+            /// The parameters under their PyTorch names (no prefix), in registration order:
+            /// `weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`, (`weight_hr_l0`),
+            /// then `…_reverse`, then layer 1…
+            pub fn weights(&self) -> Vec<(String, Tensor)> {
+                self.core.weights()
+            }
+
+            /// Warnings PyTorch would have printed at construction (e.g. dropout with one layer).
+            pub fn warnings(&self) -> &[String] {
+                self.core.warnings()
+            }
+
+            /// Size of the last dimension of the output: `D · H_out`.
+            pub fn output_size(&self) -> usize {
+                let dirs = if self.core.cfg.bidirectional { 2 } else { 1 };
+                dirs * self.core.cfg.output_hidden()
+            }
+        }
+
+        impl Recurrent for $name {
+            fn forward(&self, input: &Tensor, state: Option<&State>) -> Result<(Tensor, State)> {
+                $name::forward(self, input, state)
+            }
+            fn set_training(&self, training: bool) {
+                $name::set_training(self, training)
+            }
+            fn is_training(&self) -> bool {
+                $name::is_training(self)
+            }
+            fn weights(&self) -> Vec<(String, Tensor)> {
+                $name::weights(self)
+            }
+            fn warnings(&self) -> &[String] {
+                $name::warnings(self)
+            }
+            fn output_size(&self) -> usize {
+                $name::output_size(self)
+            }
+        }
+
+        impl candle_core::Module for $name {
+            /// The output sequence for a zero initial state (the final state is dropped).
+            fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+                Ok($name::forward(self, xs, None)?.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            /// PyTorch's repr, e.g. `LSTM(10, 20, num_layers=2, batch_first=True)`.
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.core.cfg.fmt(f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.core.cfg.fmt(f)
+            }
+        }
+    };
+}
+
+recurrent_layer! {
+    /// A multi-layer Elman RNN, PyTorch's `nn.RNN`: `h' = act(x·W_ihᵀ + b_ih + h·W_hhᵀ + b_hh)`.
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Tensor};
+    /// use recur::{Rnn, RnnConfig};
+    /// let varmap = candle_nn::VarMap::new();
+    /// let vb = recur::seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu);
+    /// let rnn = Rnn::new(RnnConfig { num_layers: 2, ..RnnConfig::new(10, 20) }, vb)?;
+    /// let x = Tensor::zeros((5, 3, 10), DType::F32, &Device::Cpu)?;
+    /// let (out, state) = rnn.forward(&x, None)?;
+    /// assert_eq!(out.dims(), &[5, 3, 20]);
+    /// assert_eq!(state.h.dims(), &[2, 3, 20]);
+    /// assert_eq!(rnn.to_string(), "RNN(10, 20, num_layers=2)");
+    /// # Ok::<(), recur::Error>(())
+    /// ```
+    Rnn, RnnConfig
+}
+
+recurrent_layer! {
+    /// A multi-layer LSTM, PyTorch's `nn.LSTM`, gates `i, f, g, o`, optional projection of `h`.
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Tensor};
+    /// use recur::{Lstm, LstmConfig};
+    /// let varmap = candle_nn::VarMap::new();
+    /// let vb = recur::seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu);
+    /// let cfg = LstmConfig { num_layers: 2, batch_first: true, bidirectional: true, ..LstmConfig::new(10, 20) };
+    /// let lstm = Lstm::new(cfg, vb)?;
+    /// let x = Tensor::zeros((3, 5, 10), DType::F32, &Device::Cpu)?; // (B, T, I)
+    /// let (out, state) = lstm.forward(&x, None)?;
+    /// assert_eq!(out.dims(), &[3, 5, 40]);
+    /// assert_eq!(state.h.dims(), &[4, 3, 20]);
+    /// assert_eq!(state.c.unwrap().dims(), &[4, 3, 20]);
+    /// assert_eq!(lstm.to_string(), "LSTM(10, 20, num_layers=2, batch_first=True, bidirectional=True)");
+    /// # Ok::<(), recur::Error>(())
+    /// ```
+    Lstm, LstmConfig
+}
+
+recurrent_layer! {
+    /// A multi-layer GRU, PyTorch's `nn.GRU`, gates `r, z, n` with `b_hn` inside `r ⊙ (W_hn h + b_hn)`.
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Tensor};
+    /// use recur::{Gru, GruConfig};
+    /// let varmap = candle_nn::VarMap::new();
+    /// let vb = recur::seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu);
+    /// let gru = Gru::new(GruConfig::new(10, 20), vb)?;
+    /// let x = Tensor::zeros((5, 10), DType::F32, &Device::Cpu)?; // unbatched (T, I)
+    /// let (out, state) = gru.forward(&x, None)?;
+    /// assert_eq!(out.dims(), &[5, 20]);
+    /// assert_eq!(state.h.dims(), &[1, 20]);
+    /// # Ok::<(), recur::Error>(())
+    /// ```
+    Gru, GruConfig
+}
+
+impl Rnn {
+    /// Builds the layer; parameters come from `vb` under PyTorch's names, default-initialised
+    /// U(−1/√H, 1/√H) when `vb` creates them.
+    pub fn new(config: RnnConfig, vb: VarBuilder) -> Result<Self> {
+        let act = match config.nonlinearity {
+            Nonlinearity::Tanh => Activation::Tanh,
+            Nonlinearity::Relu => Activation::Relu,
+        };
+        let core = Core::new(
+            CoreConfig {
+                name: "RNN",
+                kind: CellKind::Rnn(act),
+                input_size: config.input_size,
+                hidden_size: config.hidden_size,
+                num_layers: config.num_layers,
+                bias: config.bias,
+                batch_first: config.batch_first,
+                dropout: config.dropout,
+                bidirectional: config.bidirectional,
+                proj_size: 0,
+                seed: config.seed,
+            },
+            vb,
+        )?;
+        Ok(Self { config, core })
+    }
+}
+
+impl Lstm {
+    /// Builds the layer; parameters come from `vb` under PyTorch's names, default-initialised
+    /// U(−1/√H, 1/√H) when `vb` creates them.
+    pub fn new(config: LstmConfig, vb: VarBuilder) -> Result<Self> {
+        let core = Core::new(
+            CoreConfig {
+                name: "LSTM",
+                kind: CellKind::Lstm,
+                input_size: config.input_size,
+                hidden_size: config.hidden_size,
+                num_layers: config.num_layers,
+                bias: config.bias,
+                batch_first: config.batch_first,
+                dropout: config.dropout,
+                bidirectional: config.bidirectional,
+                proj_size: config.proj_size,
+                seed: config.seed,
+            },
+            vb,
+        )?;
+        Ok(Self { config, core })
+    }
+}
+
+impl Gru {
+    /// Builds the layer; parameters come from `vb` under PyTorch's names, default-initialised
+    /// U(−1/√H, 1/√H) when `vb` creates them.
+    pub fn new(config: GruConfig, vb: VarBuilder) -> Result<Self> {
+        let core = Core::new(
+            CoreConfig {
+                name: "GRU",
+                kind: CellKind::Gru,
+                input_size: config.input_size,
+                hidden_size: config.hidden_size,
+                num_layers: config.num_layers,
+                bias: config.bias,
+                batch_first: config.batch_first,
+                dropout: config.dropout,
+                bidirectional: config.bidirectional,
+                proj_size: 0,
+                seed: config.seed,
+            },
+            vb,
+        )?;
+        Ok(Self { config, core })
+    }
+}

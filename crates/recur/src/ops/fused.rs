@@ -1,0 +1,559 @@
+//! One recurrent layer (all its directions) as a candle custom op with a hand-derived backward.
+//!
+//! The op takes three tensors and returns one, so that it fits candle's `CustomOp3`:
+//! - `x`: the layer input, `(T, B, I)`, contiguous;
+//! - `state`: the flat initial state, `[h0 (D, B, P) | c0 (D, B, H)]` (`c0` for LSTM only);
+//! - `params`: the flat parameters, per direction in PyTorch's registration order
+//!   `[w_ih, w_hh, (b_ih, b_hh), (w_hr)]`;
+//!
+//! It returns the flat `[y (T, B, D·P) | h_n (D, B, P) | c_n (D, B, H)]`, which the caller narrows
+//! into its parts (candle's narrow is differentiable, so gradients of any part arrive here).
+//!
+//! The forward keeps what the backward needs (the kernels' workspaces) inside the op, which lives in
+//! the autograd graph as long as the output does; the backward reads it without changing it, so
+//! backward can run any number of times over one forward and give the same gradients.
+
+use std::sync::Mutex;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, StorageRef, Tensor};
+
+use crate::kernels::rnn::Activation;
+use crate::kernels::{gemm, gru, lstm, rnn, Dims, Float, Grads, Weights};
+
+/// The cell a layer is made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CellKind {
+    /// Elman RNN with the given nonlinearity.
+    Rnn(Activation),
+    /// LSTM, gates i, f, g, o.
+    Lstm,
+    /// GRU, gates r, z, n.
+    Gru,
+}
+
+impl CellKind {
+    /// Number of gates `G`.
+    pub(crate) fn gates(self) -> usize {
+        match self {
+            CellKind::Rnn(_) => 1,
+            CellKind::Lstm => 4,
+            CellKind::Gru => 3,
+        }
+    }
+
+    /// Whether the cell carries a cell state `c`.
+    pub(crate) fn has_cell_state(self) -> bool {
+        self == CellKind::Lstm
+    }
+}
+
+/// The static description of one layer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LayerSpec {
+    pub(crate) kind: CellKind,
+    pub(crate) dims: Dims,
+    pub(crate) directions: usize,
+    pub(crate) bias: bool,
+}
+
+/// Offsets of one direction's parameters inside its block of the flat parameter vector.
+#[derive(Clone, Copy, Debug)]
+struct ParamOffsets {
+    w_ih: (usize, usize),
+    w_hh: (usize, usize),
+    b_ih: Option<(usize, usize)>,
+    b_hh: Option<(usize, usize)>,
+    w_hr: Option<(usize, usize)>,
+    len: usize,
+}
+
+impl LayerSpec {
+    fn projects(&self) -> bool {
+        self.kind == CellKind::Lstm && self.dims.proj_size != self.dims.hidden_size
+    }
+
+    fn offsets(&self) -> ParamOffsets {
+        let d = self.dims;
+        let gh = self.kind.gates() * d.hidden_size;
+        let mut at = 0;
+        let mut take = |n: usize| {
+            let r = (at, n);
+            at += n;
+            r
+        };
+        let w_ih = take(gh * d.input_size);
+        let w_hh = take(gh * d.proj_size);
+        let (b_ih, b_hh) = if self.bias { (Some(take(gh)), Some(take(gh))) } else { (None, None) };
+        let w_hr = if self.projects() { Some(take(d.proj_size * d.hidden_size)) } else { None };
+        ParamOffsets { w_ih, w_hh, b_ih, b_hh, w_hr, len: at }
+    }
+
+    /// Length of the flat parameter vector (all directions).
+    pub(crate) fn params_len(&self) -> usize {
+        self.offsets().len * self.directions
+    }
+
+    fn h_len(&self) -> usize {
+        self.dims.batch * self.dims.proj_size
+    }
+
+    fn c_len(&self) -> usize {
+        if self.kind.has_cell_state() {
+            self.dims.batch * self.dims.hidden_size
+        } else {
+            0
+        }
+    }
+
+    /// Length of the flat state vector.
+    pub(crate) fn state_len(&self) -> usize {
+        self.directions * (self.h_len() + self.c_len())
+    }
+
+    fn y_len(&self) -> usize {
+        self.dims.seq_len * self.dims.batch * self.directions * self.dims.proj_size
+    }
+
+    /// Length of the flat output vector.
+    pub(crate) fn out_len(&self) -> usize {
+        self.y_len() + self.state_len()
+    }
+
+    fn workspace_len(&self) -> usize {
+        match self.kind {
+            CellKind::Rnn(_) => rnn::rnn_workspace_len(self.dims),
+            CellKind::Lstm => lstm::lstm_workspace_len(self.dims),
+            CellKind::Gru => gru::gru_workspace_len(self.dims),
+        }
+    }
+
+    fn scratch_len(&self) -> usize {
+        match self.kind {
+            CellKind::Rnn(_) => rnn::rnn_scratch_len(self.dims),
+            CellKind::Lstm => lstm::lstm_scratch_len(self.dims),
+            CellKind::Gru => gru::gru_scratch_len(self.dims),
+        }
+    }
+
+    fn weights<'a, T>(&self, params: &'a [T], dir: usize) -> Weights<'a, T> {
+        let o = self.offsets();
+        let block = &params[dir * o.len..(dir + 1) * o.len];
+        let get = |(at, n): (usize, usize)| &block[at..at + n];
+        Weights {
+            w_ih: get(o.w_ih),
+            w_hh: get(o.w_hh),
+            b_ih: o.b_ih.map(get),
+            b_hh: o.b_hh.map(get),
+            w_hr: o.w_hr.map(get),
+        }
+    }
+
+    /// Whether the two directions should run on two threads.
+    fn concurrent(&self) -> bool {
+        let d = self.dims;
+        self.directions == 2
+            && gemm::num_threads() > 1
+            && d.seq_len * d.batch * d.hidden_size * self.kind.gates() >= 1 << 14
+    }
+}
+
+/// What the forward leaves for the backward: each direction's workspace.
+enum Saved {
+    F32(Vec<Vec<f32>>),
+    F64(Vec<Vec<f64>>),
+}
+
+/// The element types the op runs on.
+trait Element: Float + candle_core::WithDType {
+    fn wrap(ws: Vec<Vec<Self>>) -> Saved;
+    fn unwrap(saved: &Saved) -> Option<&Vec<Vec<Self>>>;
+    fn storage(data: Vec<Self>) -> CpuStorage;
+}
+
+impl Element for f32 {
+    fn wrap(ws: Vec<Vec<Self>>) -> Saved {
+        Saved::F32(ws)
+    }
+    fn unwrap(saved: &Saved) -> Option<&Vec<Vec<Self>>> {
+        match saved {
+            Saved::F32(ws) => Some(ws),
+            Saved::F64(_) => None,
+        }
+    }
+    fn storage(data: Vec<Self>) -> CpuStorage {
+        CpuStorage::F32(data)
+    }
+}
+
+impl Element for f64 {
+    fn wrap(ws: Vec<Vec<Self>>) -> Saved {
+        Saved::F64(ws)
+    }
+    fn unwrap(saved: &Saved) -> Option<&Vec<Vec<Self>>> {
+        match saved {
+            Saved::F64(ws) => Some(ws),
+            Saved::F32(_) => None,
+        }
+    }
+    fn storage(data: Vec<Self>) -> CpuStorage {
+        CpuStorage::F64(data)
+    }
+}
+
+/// One direction's share of the forward's outputs.
+struct DirectionOut<'a, T> {
+    dir: usize,
+    y: &'a mut [T],
+    h_n: &'a mut [T],
+    c_n: &'a mut [T],
+    ws: &'a mut [T],
+}
+
+/// The custom op: one layer, forward and hand-derived backward.
+pub(crate) struct FusedLayer {
+    spec: LayerSpec,
+    /// Whether the forward keeps its workspaces for a backward.
+    save: bool,
+    saved: Mutex<Option<Saved>>,
+}
+
+impl FusedLayer {
+    /// Runs the layer. `x` `(T, B, I)`, `state` and `params` flat as described in the module docs;
+    /// returns the flat output. The op joins candle's autograd graph only when one of its inputs
+    /// is tracked, and only then keeps its workspaces.
+    pub(crate) fn apply(spec: LayerSpec, x: &Tensor, state: &Tensor, params: &Tensor) -> candle_core::Result<Tensor> {
+        let x = x.contiguous()?;
+        let state = state.contiguous()?;
+        let params = params.contiguous()?;
+        let track = x.track_op() || state.track_op() || params.track_op();
+        let op = FusedLayer { spec, save: track, saved: Mutex::new(None) };
+        if track {
+            x.apply_op3(&state, &params, op)
+        } else {
+            x.apply_op3_no_bwd(&state, &params, &op)
+        }
+    }
+
+    fn forward<T: Element>(&self, x: &[T], state: &[T], params: &[T]) -> (Vec<T>, Vec<Vec<T>>) {
+        let spec = self.spec;
+        let d = spec.dims;
+        let (dirs, p) = (spec.directions, d.proj_size);
+        let mut out = vec![T::ZERO; spec.out_len()];
+        let mut workspaces: Vec<Vec<T>> = (0..dirs).map(|_| vec![T::ZERO; spec.workspace_len()]).collect();
+        let (y_all, rest) = out.split_at_mut(spec.y_len());
+        let (h_n_all, c_n_all) = rest.split_at_mut(dirs * spec.h_len());
+        // With one direction the kernel writes straight into the output; with two, each direction
+        // writes its own contiguous (T, B, P) block and the blocks are interleaved afterwards.
+        let mut y_dirs: Vec<Vec<T>> =
+            if dirs == 1 { Vec::new() } else { (0..dirs).map(|_| vec![T::ZERO; spec.y_len() / dirs]).collect() };
+        {
+            let mut h_chunks = h_n_all.chunks_mut(spec.h_len().max(1));
+            let mut c_chunks = c_n_all.chunks_mut(spec.c_len().max(1));
+            let mut y_slots: Vec<&mut [T]> =
+                if dirs == 1 { vec![&mut *y_all] } else { y_dirs.iter_mut().map(|v| v.as_mut_slice()).collect() };
+            let mut jobs: Vec<DirectionOut<'_, T>> = Vec::with_capacity(dirs);
+            for (dir, ws) in workspaces.iter_mut().enumerate() {
+                jobs.push(DirectionOut {
+                    dir,
+                    y: std::mem::take(&mut y_slots[dir]),
+                    h_n: h_chunks.next().unwrap_or_default(),
+                    c_n: c_chunks.next().unwrap_or_default(),
+                    ws,
+                });
+            }
+            let run = |DirectionOut { dir, y, h_n, c_n, ws }: DirectionOut<'_, T>| {
+                let h0 = &state[dir * spec.h_len()..(dir + 1) * spec.h_len()];
+                let c_at = dirs * spec.h_len() + dir * spec.c_len();
+                let c0 = &state[c_at..c_at + spec.c_len()];
+                let w = spec.weights(params, dir);
+                let reverse = dir == 1;
+                match spec.kind {
+                    CellKind::Rnn(act) => rnn::rnn_forward(d, reverse, act, x, h0, w, y, h_n, ws),
+                    CellKind::Lstm => lstm::lstm_forward(d, reverse, x, h0, c0, w, y, h_n, c_n, ws),
+                    CellKind::Gru => gru::gru_forward(d, reverse, x, h0, w, y, h_n, ws),
+                }
+            };
+            if spec.concurrent() {
+                let second = jobs.pop();
+                let first = jobs.pop();
+                if let (Some(a), Some(b)) = (first, second) {
+                    rayon::join(|| gemm::serial(|| run(a)), || gemm::serial(|| run(b)));
+                }
+            } else {
+                jobs.into_iter().for_each(run);
+            }
+        }
+        if dirs == 2 {
+            let rows = d.seq_len * d.batch;
+            for r in 0..rows {
+                for (dir, y) in y_dirs.iter().enumerate() {
+                    y_all[r * 2 * p + dir * p..r * 2 * p + (dir + 1) * p].copy_from_slice(&y[r * p..(r + 1) * p]);
+                }
+            }
+        }
+        (out, workspaces)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn backward<T: Element>(
+        &self,
+        x: &[T],
+        state: &[T],
+        params: &[T],
+        out: &[T],
+        grad: &[T],
+        workspaces: &[Vec<T>],
+    ) -> (Vec<T>, Vec<T>, Vec<T>) {
+        let spec = self.spec;
+        let d = spec.dims;
+        let (dirs, p) = (spec.directions, d.proj_size);
+        let rows = d.seq_len * d.batch;
+        let x_len = rows * d.input_size;
+        let mut dstate = vec![T::ZERO; spec.state_len()];
+        let mut dparams = vec![T::ZERO; spec.params_len()];
+        let deinterleave = |src: &[T], dir: usize| -> Vec<T> {
+            let mut dst = vec![T::ZERO; rows * p];
+            for r in 0..rows {
+                dst[r * p..(r + 1) * p].copy_from_slice(&src[r * dirs * p + dir * p..r * dirs * p + (dir + 1) * p]);
+            }
+            dst
+        };
+        let (y_all, dy_all) = (&out[..spec.y_len()], &grad[..spec.y_len()]);
+        let dh_n_all = &grad[spec.y_len()..spec.y_len() + dirs * spec.h_len()];
+        let dc_n_all = &grad[spec.y_len() + dirs * spec.h_len()..];
+        let (ys, dys): (Vec<Vec<T>>, Vec<Vec<T>>) = if dirs == 1 {
+            (Vec::new(), Vec::new())
+        } else {
+            ((0..dirs).map(|k| deinterleave(y_all, k)).collect(), (0..dirs).map(|k| deinterleave(dy_all, k)).collect())
+        };
+        let concurrent = spec.concurrent();
+        let mut dxs: Vec<Vec<T>> = (0..if concurrent { dirs } else { 1 }).map(|_| vec![T::ZERO; x_len]).collect();
+        let o = spec.offsets();
+        {
+            let (dh0_all, dc0_all) = dstate.split_at_mut(dirs * spec.h_len());
+            let mut dh0s = dh0_all.chunks_mut(spec.h_len().max(1));
+            let mut dc0s = dc0_all.chunks_mut(spec.c_len().max(1));
+            let mut dps = dparams.chunks_mut(o.len.max(1));
+            type Job<'a, T> = (usize, &'a mut [T], &'a mut [T], &'a mut [T]);
+            let mut jobs: Vec<Job<'_, T>> = Vec::with_capacity(dirs);
+            for dir in 0..dirs {
+                jobs.push((
+                    dir,
+                    dh0s.next().unwrap_or_default(),
+                    dc0s.next().unwrap_or_default(),
+                    dps.next().unwrap_or_default(),
+                ));
+            }
+            let run = |(dir, dh0, dc0, dp): Job<'_, T>, dx: &mut [T]| {
+                let h0 = &state[dir * spec.h_len()..(dir + 1) * spec.h_len()];
+                let c_at = dirs * spec.h_len() + dir * spec.c_len();
+                let c0 = &state[c_at..c_at + spec.c_len()];
+                let dh_n = &dh_n_all[dir * spec.h_len()..(dir + 1) * spec.h_len()];
+                let dc_n = &dc_n_all[dir * spec.c_len()..(dir + 1) * spec.c_len()];
+                let (y, dy) = if dirs == 1 { (y_all, dy_all) } else { (ys[dir].as_slice(), dys[dir].as_slice()) };
+                let w = spec.weights(params, dir);
+                let g = split_grads(dp, o);
+                let mut scratch = vec![T::ZERO; spec.scratch_len()];
+                let ws = &workspaces[dir];
+                let reverse = dir == 1;
+                match spec.kind {
+                    CellKind::Rnn(act) => {
+                        rnn::rnn_backward(d, reverse, act, x, h0, w, y, ws, dy, dh_n, dx, dh0, g, &mut scratch)
+                    }
+                    CellKind::Lstm => lstm::lstm_backward(
+                        d,
+                        reverse,
+                        x,
+                        h0,
+                        c0,
+                        w,
+                        y,
+                        ws,
+                        dy,
+                        dh_n,
+                        dc_n,
+                        dx,
+                        dh0,
+                        dc0,
+                        g,
+                        &mut scratch,
+                    ),
+                    CellKind::Gru => gru::gru_backward(d, reverse, x, h0, w, y, ws, dy, dh_n, dx, dh0, g, &mut scratch),
+                }
+            };
+            if concurrent {
+                let (dx0, dx1) = dxs.split_at_mut(1);
+                let second = jobs.pop();
+                let first = jobs.pop();
+                if let (Some(a), Some(b)) = (first, second) {
+                    rayon::join(|| gemm::serial(|| run(a, &mut dx0[0])), || gemm::serial(|| run(b, &mut dx1[0])));
+                }
+            } else {
+                for job in jobs {
+                    run(job, &mut dxs[0]);
+                }
+            }
+        }
+        let mut dx = dxs.swap_remove(0);
+        for other in &dxs {
+            for (a, b) in dx.iter_mut().zip(other) {
+                *a += *b;
+            }
+        }
+        (dx, dstate, dparams)
+    }
+}
+
+fn split_grads<T>(block: &mut [T], o: ParamOffsets) -> Grads<'_, T> {
+    let (dw_ih, rest) = block.split_at_mut(o.w_ih.1);
+    let (dw_hh, mut rest) = rest.split_at_mut(o.w_hh.1);
+    let mut take = |n: Option<(usize, usize)>| -> Option<&mut [T]> {
+        let (_, len) = n?;
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        rest = tail;
+        Some(head)
+    };
+    let db_ih = take(o.b_ih);
+    let db_hh = take(o.b_hh);
+    let dw_hr = take(o.w_hr);
+    Grads { dw_ih, dw_hh, db_ih, db_hh, dw_hr }
+}
+
+/// A contiguous tensor's CPU storage, held borrowed.
+struct View<'a> {
+    storage: StorageRef<'a>,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> View<'a> {
+    /// Borrows `t`, which must be contiguous.
+    fn of(t: &'a Tensor) -> candle_core::Result<Self> {
+        let (storage, layout) = t.storage_and_layout();
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("internal error: the fused recurrent op got a non-contiguous tensor");
+        };
+        Ok(Self { storage, start, end })
+    }
+
+    fn slice<T: candle_core::WithDType>(&self) -> candle_core::Result<&[T]> {
+        let Storage::Cpu(cpu) = &*self.storage else {
+            candle_core::bail!("the fused recurrent kernels run on the CPU only");
+        };
+        Ok(&cpu.as_slice::<T>()?[self.start..self.end])
+    }
+}
+
+fn contiguous<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
+    let data = s.as_slice::<T>()?;
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("internal error: the fused recurrent op got a non-contiguous tensor"),
+    }
+}
+
+impl FusedLayer {
+    fn check_lengths(&self, x: usize, state: usize, params: usize) -> candle_core::Result<()> {
+        let d = self.spec.dims;
+        let want = (d.seq_len * d.batch * d.input_size, self.spec.state_len(), self.spec.params_len());
+        if (x, state, params) != want {
+            candle_core::bail!(
+                "internal error: fused recurrent op sizes (x, state, params) = {:?}, expected {:?}",
+                (x, state, params),
+                want
+            );
+        }
+        Ok(())
+    }
+
+    fn cpu_fwd_typed<T: Element>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, state, params) = (contiguous::<T>(s1, l1)?, contiguous::<T>(s2, l2)?, contiguous::<T>(s3, l3)?);
+        self.check_lengths(x.len(), state.len(), params.len())?;
+        let (out, workspaces) = self.forward(x, state, params);
+        if self.save {
+            let mut saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("poisoned op state".into()))?;
+            *saved = Some(T::wrap(workspaces));
+        }
+        let n = out.len();
+        Ok((T::storage(out), Shape::from(n)))
+    }
+
+    fn bwd_typed<T: Element>(
+        &self,
+        x: &Tensor,
+        state: &Tensor,
+        params: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("poisoned op state".into()))?;
+        let grad = grad.contiguous()?;
+        let views = [View::of(x)?, View::of(state)?, View::of(params)?, View::of(res)?, View::of(&grad)?];
+        let [x_s, state_s, params_s, res_s, grad_s] = [0, 1, 2, 3, 4].map(|i| views[i].slice::<T>());
+        let (x_s, state_s, params_s, res_s, grad_s) = (x_s?, state_s?, params_s?, res_s?, grad_s?);
+        let (dx, dstate, dparams) = match saved.as_ref().and_then(T::unwrap) {
+            Some(ws) => self.backward(x_s, state_s, params_s, res_s, grad_s, ws),
+            None => {
+                // The forward ran without keeping its workspaces: run it again.
+                let (_, ws) = self.forward(x_s, state_s, params_s);
+                self.backward(x_s, state_s, params_s, res_s, grad_s, &ws)
+            }
+        };
+        drop(views);
+        let dev = x.device();
+        let dx = x.track_op().then(|| Tensor::from_vec(dx, x.shape(), dev)).transpose()?;
+        let dstate = state.track_op().then(|| Tensor::from_vec(dstate, state.shape(), dev)).transpose()?;
+        let dparams = params.track_op().then(|| Tensor::from_vec(dparams, params.shape(), dev)).transpose()?;
+        Ok((dx, dstate, dparams))
+    }
+}
+
+impl CustomOp3 for FusedLayer {
+    fn name(&self) -> &'static str {
+        match self.spec.kind {
+            CellKind::Rnn(_) => "recur-fused-rnn",
+            CellKind::Lstm => "recur-fused-lstm",
+            CellKind::Gru => "recur-fused-gru",
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        match s1.dtype() {
+            DType::F32 => self.cpu_fwd_typed::<f32>(s1, l1, s2, l2, s3, l3),
+            DType::F64 => self.cpu_fwd_typed::<f64>(s1, l1, s2, l2, s3, l3),
+            other => candle_core::bail!("the fused recurrent kernels support F32 and F64, got {other:?}"),
+        }
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        state: &Tensor,
+        params: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        match x.dtype() {
+            DType::F32 => self.bwd_typed::<f32>(x, state, params, res, grad),
+            DType::F64 => self.bwd_typed::<f64>(x, state, params, res, grad),
+            other => candle_core::bail!("the fused recurrent kernels support F32 and F64, got {other:?}"),
+        }
+    }
+}
