@@ -8,7 +8,7 @@ use candle_nn::{Init, VarBuilder};
 
 use crate::kernels::rnn::Activation;
 use crate::kernels::Dims;
-use crate::nn::core::{check_backend, check_input_tensor, check_param, checked, py_bool};
+use crate::nn::core::{check_backend, check_input_tensor, check_param, checked_bytes, py_bool};
 use crate::nn::{GruCellConfig, LstmCellConfig, Nonlinearity, RnnCellConfig, State};
 use crate::ops::fused::{CellKind, FusedLayer, LayerSpec};
 use crate::{Error, Result};
@@ -45,7 +45,7 @@ impl CellCore {
             }
         }
         let g = kind.gates();
-        checked(name, &[g, hidden_size, input_size.max(hidden_size) + 2])?;
+        checked_bytes(name, &[g, hidden_size, input_size.max(hidden_size) + 2])?;
         let (dtype, device) = (vb.dtype(), vb.device().clone());
         check_backend(name, dtype, &device)?;
         let k = 1.0 / (hidden_size as f64).sqrt();

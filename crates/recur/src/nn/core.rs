@@ -90,6 +90,8 @@ impl CoreConfig {
         checked(name, &[gh, widest_input + self.output_hidden() + 2])?;
         checked(name, &[gh, widest_input, self.num_layers, self.directions()])?;
         checked(name, &[self.output_hidden(), self.hidden_size])?;
+        // The largest parameter, in bytes of the widest supported dtype, must be allocatable.
+        checked_bytes(name, &[gh, widest_input.max(self.output_hidden())])?;
         let mut warnings = Vec::new();
         if self.dropout > 0.0 && self.num_layers == 1 {
             warnings.push(format!(
@@ -112,6 +114,20 @@ pub(crate) fn checked(layer: &'static str, factors: &[usize]) -> Result<usize> {
             "use sizes whose products fit in memory",
         )
     })
+}
+
+/// Like [`checked`], and the product times 8 bytes (an f64) must not exceed `isize::MAX`, the
+/// most any allocation can hold.
+pub(crate) fn checked_bytes(layer: &'static str, factors: &[usize]) -> Result<usize> {
+    let elements = checked(layer, factors)?;
+    match elements.checked_mul(8) {
+        Some(bytes) if bytes <= isize::MAX as usize => Ok(elements),
+        _ => Err(Error::config(
+            layer,
+            format!("the sizes {factors:?} make a tensor of {elements} elements, more than memory can address"),
+            "use sizes whose products fit in memory",
+        )),
+    }
 }
 
 /// Formats a float like Python's `repr` does for the values a config holds (`1.0`, `0.25`).

@@ -53,6 +53,12 @@ impl SimpleBackend for SeededBackend {
             }
             return Ok(existing.clone());
         }
+        // Refuse, rather than abort on, a variable too large to allocate.
+        let mut probe: Vec<f64> = Vec::new();
+        if probe.try_reserve_exact(shape.elem_count()).is_err() {
+            candle_core::bail!("cannot allocate {} values for {name} (shape {shape:?})", shape.elem_count());
+        }
+        drop(probe);
         let values = {
             let mut rng = self.rng.lock().map_err(|_| poisoned())?;
             draw(&mut rng, &shape, init)
