@@ -533,9 +533,7 @@ mod tests {
             for buf in [&mut self.db_ih, &mut self.db_hh].into_iter().flatten() {
                 buf.fill(v);
             }
-            for buf in [&mut self.dh0] {
-                buf.fill(T::from_f64(1e3));
-            }
+            self.dh0.fill(T::from_f64(1e3));
         }
 
         /// The gradients, in the order of [`Setup::params`].

@@ -66,15 +66,6 @@ pub trait Float:
     fn sigmoid(self) -> Self {
         Self::ONE / (Self::ONE + (-self).exp())
     }
-    /// `max(self, 0)`.
-    #[inline(always)]
-    fn relu(self) -> Self {
-        if self > Self::ZERO {
-            self
-        } else {
-            Self::ZERO
-        }
-    }
 }
 
 impl Float for f32 {
