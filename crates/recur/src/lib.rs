@@ -33,6 +33,9 @@ pub mod nn;
 mod ops;
 
 pub use error::{Error, Result};
+
+/// The library's version (`CARGO_PKG_VERSION`), also written into checkpoints.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub use kernels::gemm::{num_threads, set_num_threads};
 pub use nn::{
     seeded_var_builder, Gru, GruCell, GruCellConfig, GruConfig, Lstm, LstmCell, LstmCellConfig, LstmConfig,

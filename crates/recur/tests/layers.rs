@@ -236,3 +236,25 @@ fn inference_without_tracked_inputs_builds_no_graph() {
     assert!(!out.track_op());
     assert_eq!(out.dims(), [5, 2, 4]);
 }
+
+#[test]
+fn forward_no_grad_equals_forward_and_records_nothing() {
+    for mode in Mode::ALL {
+        let spec = Spec { num_layers: 2, bidirectional: true, ..Spec::new(mode, 3, 4) };
+        let (layer, _) = build(spec, 6, DType::F64);
+        let x = Var::from_tensor(&filled(&[5, 2, 3], 2, DType::F64)).unwrap();
+        let (out, state) = layer.forward(x.as_tensor(), None).unwrap();
+        let (out_ng, state_ng) = layer.forward_no_grad(x.as_tensor(), None).unwrap();
+        assert!(out.track_op(), "{mode:?}: forward joins the graph");
+        assert!(!out_ng.track_op() && !state_ng.h.track_op(), "{mode:?}: forward_no_grad records nothing");
+        assert_bitwise(&format!("{mode:?} output"), &out_ng, &out);
+        assert_bitwise(&format!("{mode:?} h_n"), &state_ng.h, &state.h);
+    }
+    let vm = VarMap::new();
+    let cell = LstmCell::new(LstmCellConfig::new(3, 4), seeded_var_builder(&vm, 1, DType::F64, &Device::Cpu)).unwrap();
+    let x = filled(&[2, 3], 3, DType::F64);
+    let (a, b) = (cell.forward(&x, None).unwrap(), cell.forward_no_grad(&x, None).unwrap());
+    assert!(a.h.track_op() && !b.h.track_op());
+    assert_bitwise("cell h", &b.h, &a.h);
+    assert_bitwise("cell c", b.c.as_ref().unwrap(), a.c.as_ref().unwrap());
+}

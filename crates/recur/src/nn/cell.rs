@@ -8,7 +8,7 @@ use candle_nn::{Init, VarBuilder};
 
 use crate::kernels::rnn::Activation;
 use crate::kernels::Dims;
-use crate::nn::core::{check_backend, check_input_tensor, check_param, checked_bytes, py_bool};
+use crate::nn::core::{check_backend, check_input_tensor, check_param, checked_bytes, flat, py_bool};
 use crate::nn::{GruCellConfig, LstmCellConfig, Nonlinearity, RnnCellConfig, State};
 use crate::ops::fused::{CellKind, FusedLayer, LayerSpec};
 use crate::{Error, Result};
@@ -67,7 +67,7 @@ impl CellCore {
         Ok(Self { name, kind, input_size, hidden_size, bias, params, named, dtype, device })
     }
 
-    fn forward(&self, input: &Tensor, state: Option<&State>) -> Result<State> {
+    fn forward(&self, input: &Tensor, state: Option<&State>, grad: bool) -> Result<State> {
         let name = self.name;
         let rank = input.rank();
         if rank != 1 && rank != 2 {
@@ -124,6 +124,7 @@ impl CellCore {
                 check_input_tensor(name, c, "c0", self.dtype, &self.device)?;
             }
         }
+        let input = if grad { input.clone() } else { input.detach() };
         let x = if batched { input.clone() } else { input.unsqueeze(0)? };
         let (batch, features) = x.dims2()?;
         if features != self.input_size {
@@ -154,7 +155,7 @@ impl CellCore {
                             "give the state one row per input row (a batch-1 state is not broadcast)",
                         ));
                     }
-                    states.push(t.flatten_all()?);
+                    states.push(if grad { t.flatten_all()? } else { t.detach().flatten_all()? });
                 }
             }
             None => {
@@ -167,8 +168,7 @@ impl CellCore {
         let dims = Dims { seq_len: 1, batch, input_size: self.input_size, hidden_size: h, proj_size: h };
         let spec = LayerSpec { kind: self.kind, dims, directions: 1, bias: self.bias };
         let flat_state = Tensor::cat(&states, 0)?;
-        let flat_params =
-            Tensor::cat(&self.params.iter().map(|t| t.flatten_all()).collect::<candle_core::Result<Vec<_>>>()?, 0)?;
+        let flat_params = flat(&self.params, grad)?;
         let out = FusedLayer::apply(spec, &x.unsqueeze(0)?, &flat_state, &flat_params)?;
         let shape: Vec<usize> = if batched { vec![batch, h] } else { vec![h] };
         let h_next = out.narrow(0, batch * h, batch * h)?.reshape(shape.as_slice())?;
@@ -204,7 +204,12 @@ macro_rules! recurrent_cell {
             /// (`(H)` unbatched) plus `c` for an LSTM cell. Returns the next state, same shapes.
             /// A batch-1 state is not broadcast over a larger batch.
             pub fn forward(&self, input: &Tensor, state: Option<&State>) -> Result<State> {
-                self.core.forward(input, state)
+                self.core.forward(input, state, true)
+            }
+
+            /// [`forward`](Self::forward) without autograd (PyTorch's `torch.no_grad()`).
+            pub fn forward_no_grad(&self, input: &Tensor, state: Option<&State>) -> Result<State> {
+                self.core.forward(input, state, false)
             }
 
             /// The parameters under their PyTorch names: `weight_ih`, `weight_hh`, `bias_ih`,

@@ -218,7 +218,9 @@ impl Core {
         self.training.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn forward(&self, input: &Tensor, state: Option<&State>) -> Result<(Tensor, State)> {
+    /// Runs the stack; with `grad = false` nothing joins candle's autograd graph (inputs and
+    /// parameters are detached), so no workspace is kept for a backward.
+    pub(crate) fn forward(&self, input: &Tensor, state: Option<&State>, grad: bool) -> Result<(Tensor, State)> {
         let cfg = &self.cfg;
         let name = cfg.name;
         let rank = input.rank();
@@ -240,6 +242,7 @@ impl Core {
                 self.check_tensor(c, "c0")?;
             }
         }
+        let input = if grad { input.clone() } else { input.detach() };
         let x = if unbatched {
             input.unsqueeze(1)?
         } else if cfg.batch_first {
@@ -265,7 +268,11 @@ impl Core {
                     Some(c) => Some(self.check_state_shape(c, unbatched, [lead, batch, h], 1)?),
                     None => None,
                 };
-                (h0, c0)
+                if grad {
+                    (h0, c0)
+                } else {
+                    (h0.detach(), c0.map(|c| c.detach()))
+                }
             }
             None => {
                 let zeros = |size| Tensor::zeros((lead, batch, size), self.dtype, &self.device);
@@ -293,8 +300,7 @@ impl Core {
                 state_parts.push(c0.narrow(0, layer * dirs, dirs)?.flatten_all()?);
             }
             let flat_state = Tensor::cat(&state_parts, 0)?;
-            let flat_params =
-                Tensor::cat(&params.iter().map(|t| t.flatten_all()).collect::<candle_core::Result<Vec<_>>>()?, 0)?;
+            let flat_params = flat(params, grad)?;
             let out = FusedLayer::apply(spec, &layer_input, &flat_state, &flat_params)?;
             let y_len = seq_len * batch * dirs * p;
             let y = out.narrow(0, 0, y_len)?.reshape((seq_len, batch, dirs * p))?;
@@ -408,6 +414,15 @@ impl Core {
         }
         Ok(t3.contiguous()?)
     }
+}
+
+/// The parameters flattened and concatenated in the fused op's order; detached when `grad` is off.
+pub(crate) fn flat(params: &[Tensor], grad: bool) -> Result<Tensor> {
+    let parts = params
+        .iter()
+        .map(|t| if grad { t.flatten_all() } else { t.detach().flatten_all() })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&parts, 0)?)
 }
 
 /// Checks that the parameters' dtype and device can run on the fused kernels.

@@ -19,6 +19,8 @@ use crate::Result;
 pub trait Recurrent: fmt::Display + Send + Sync {
     /// Runs the layer over a sequence; see the layer's own `forward` for shapes.
     fn forward(&self, input: &Tensor, state: Option<&State>) -> Result<(Tensor, State)>;
+    /// The same without autograd (PyTorch's `torch.no_grad()`): no graph, no saved workspaces.
+    fn forward_no_grad(&self, input: &Tensor, state: Option<&State>) -> Result<(Tensor, State)>;
     /// Switches between training mode (inter-layer dropout on) and evaluation mode.
     fn set_training(&self, training: bool);
     /// Whether the layer is in training mode.
@@ -58,7 +60,14 @@ macro_rules! recurrent_layer {
             ///
             /// Errors name the offending tensor, what was expected and what came.
             pub fn forward(&self, input: &Tensor, state: Option<&State>) -> Result<(Tensor, State)> {
-                self.core.forward(input, state)
+                self.core.forward(input, state, true)
+            }
+
+            /// [`forward`](Self::forward) without autograd, like PyTorch under `torch.no_grad()`:
+            /// nothing joins candle's graph (the outputs track no gradient) and nothing is kept
+            /// for a backward, so inference runs lighter.
+            pub fn forward_no_grad(&self, input: &Tensor, state: Option<&State>) -> Result<(Tensor, State)> {
+                self.core.forward(input, state, false)
             }
 
             /// Switches between training mode (inter-layer dropout on; the default) and evaluation
@@ -94,6 +103,9 @@ macro_rules! recurrent_layer {
         impl Recurrent for $name {
             fn forward(&self, input: &Tensor, state: Option<&State>) -> Result<(Tensor, State)> {
                 $name::forward(self, input, state)
+            }
+            fn forward_no_grad(&self, input: &Tensor, state: Option<&State>) -> Result<(Tensor, State)> {
+                $name::forward_no_grad(self, input, state)
             }
             fn set_training(&self, training: bool) {
                 $name::set_training(self, training)
