@@ -50,7 +50,7 @@ fn run(cli: Cli) -> Result<()> {
 
 fn info() -> Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "recur {}", env!("CARGO_PKG_VERSION"))?;
+    writeln!(out, "recur {}", recur::VERSION)?;
     writeln!(out, "threads: {}", recur::num_threads())?;
     Ok(())
 }
