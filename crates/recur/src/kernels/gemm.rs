@@ -23,8 +23,18 @@ pub fn serial<R>(f: impl FnOnce() -> R) -> R {
     out
 }
 
+/// Whether the calling thread is inside [`serial`].
+pub(crate) fn serial_active() -> bool {
+    SERIAL.with(Cell::get)
+}
+
 /// Sets how many threads the kernels' matrix products (and the two directions of a bidirectional
 /// layer) may use. `0` means "as many as rayon's global pool has" (the default).
+///
+/// The threads come from rayon's global pool, and candle's own CPU ops (the loss, a linear head…)
+/// size themselves from `RAYON_NUM_THREADS`: to pin a whole program to `n` threads, set that
+/// variable (or build the global pool with `rayon::ThreadPoolBuilder::num_threads(n)`) and call
+/// this with `n`.
 pub fn set_num_threads(threads: usize) {
     THREADS.store(threads, Ordering::Relaxed);
 }
@@ -69,7 +79,8 @@ impl<'a, T> MatRef<'a, T> {
         Self { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
     }
 
-    fn check(&self) {
+    /// Panics if the view reaches past its slice.
+    pub(crate) fn check(&self) {
         if self.rows > 0 && self.cols > 0 {
             let last = (self.rows - 1) * self.rs + (self.cols - 1) * self.cs;
             assert!(last < self.data.len(), "matrix view out of bounds");
@@ -99,7 +110,7 @@ pub fn matmul<T: Float>(dst: &mut [T], dst_rs: usize, accumulate: bool, lhs: Mat
     }
     lhs.check();
     rhs.check();
-    let threads = if SERIAL.with(Cell::get) { 1 } else { num_threads() };
+    let threads = if serial_active() { 1 } else { num_threads() };
     // Small products do not pay for the thread hand-off.
     let parallelism = if threads > 1 && m * n * k >= 48 * 48 * 48 {
         gemm::Parallelism::Rayon(threads)

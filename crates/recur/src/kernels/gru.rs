@@ -10,12 +10,16 @@
 //!
 //! Workspace (`ws`, filled by the forward, read by the backward), all `t` in time order:
 //! `gates (T, B, 3H)` the activated `[r, z, n]`, `gh_n (T, B, H)` = `h·W_hnᵀ + b_hn`, then
-//! `gh (B, 3H)`, where each step's `h·W_hhᵀ` lands before the pointwise pass.
+//! `gh (B, 3H)`, where each step's `h·W_hhᵀ` lands before the pointwise pass, and (over sequences
+//! long enough for it to pay) `W_hhᵀ` packed for those products; `gh` and the packed weight are
+//! the forward's own, the backward reads neither.
 //!
 //! Scratch (backward only): `dgates_i (T, B, 3H)` = `[dr, dz, dn]`, the gradients w.r.t. the input
-//! side `gi`, and `dgates_h (T, B, 3H)` = `[dr, dz, dn⊙r]`, those w.r.t. the hidden side `gh`.
+//! side `gi`, and `dgates_h (T, B, 3H)` = `[dr, dz, dn⊙r]`, those w.r.t. the hidden side `gh`;
+//! then, likewise, `W_hh` packed for the per-step products.
 
-use super::gemm::{matmul, matmul_naive, MatRef};
+use super::gemm::{matmul_naive, MatRef};
+use super::packed::{step_rhs_len, StepRhs};
 use super::shared::{
     add_column_sums, block, block_mut, block_pair, hidden_weight_grad, input_grads, pointwise, prev_time_index,
     project_inputs,
@@ -25,15 +29,18 @@ use super::{time_index, Dims, Float, Grads, Weights};
 /// Gates per hidden unit.
 const GATES: usize = 3;
 
-/// Length of the workspace [`gru_forward`] fills and [`gru_backward`] reads: `T·B·4H + B·3H`.
+/// Length of the workspace [`gru_forward`] fills and [`gru_backward`] reads: `T·B·4H + B·3H`,
+/// plus the packed `W_hhᵀ` when packing pays ([`packing_pays`](super::packed::packing_pays)).
 pub fn gru_workspace_len(d: Dims) -> usize {
-    let rows = d.seq_len * d.batch;
-    rows * (GATES + 1) * d.hidden_size + d.batch * GATES * d.hidden_size
+    let (rows, h) = (d.seq_len * d.batch, d.hidden_size);
+    rows * (GATES + 1) * h + d.batch * GATES * h + step_rhs_len(d, h, GATES * h)
 }
 
-/// Length of the scratch memory [`gru_backward`] needs: `T·B·6H`.
+/// Length of the scratch memory [`gru_backward`] needs: `T·B·6H`, plus the packed `W_hh` when
+/// packing pays.
 pub fn gru_scratch_len(d: Dims) -> usize {
-    2 * d.seq_len * d.batch * GATES * d.hidden_size
+    let h = d.hidden_size;
+    2 * d.seq_len * d.batch * GATES * h + step_rhs_len(d, GATES * h, h)
 }
 
 /// Panics (an internal invariant: the ops layer validates user input) unless every buffer has the
@@ -73,7 +80,8 @@ fn check_grads<T>(d: Dims, w: &Weights<'_, T>, g: &Grads<'_, T>) {
 /// state after step `t`.
 ///
 /// One product projects the inputs of all steps; each step then computes `h_prev·W_hhᵀ` (one
-/// product) and runs one fused pointwise pass.
+/// product, `W_hhᵀ` packed once at the end of `ws` when that pays) and runs one fused pointwise
+/// pass.
 #[allow(clippy::too_many_arguments)]
 pub fn gru_forward<T: Float>(
     d: Dims,
@@ -94,10 +102,10 @@ pub fn gru_forward<T: Float>(
 
     let (gates_all, rest) = ws.split_at_mut(rows * gate_width);
     let (gh_n_all, rest) = rest.split_at_mut(rows * h);
-    let gh = &mut rest[..step_gates];
+    let (gh, w_hh_buf) = rest.split_at_mut(step_gates);
 
     project_inputs(d, gate_width, x, w.w_ih, w.b_ih, gates_all);
-    let w_hh_t = MatRef::new(w.w_hh, gate_width, h).t();
+    let w_hh_t = StepRhs::new(d, MatRef::new(w.w_hh, gate_width, h).t(), w_hh_buf);
     for step in 0..seq_len {
         let t = time_index(step, seq_len, reverse);
         let (h_prev, y_t) = if step == 0 {
@@ -105,7 +113,7 @@ pub fn gru_forward<T: Float>(
         } else {
             block_pair(y, step_h, prev_time_index(step, seq_len, reverse), t)
         };
-        matmul(gh, gate_width, false, MatRef::new(h_prev, b, h), w_hh_t);
+        w_hh_t.matmul(gh, gate_width, false, MatRef::new(h_prev, b, h));
         let gates = block_mut(gates_all, step_gates, t);
         let gh_n = block_mut(gh_n_all, step_h, t);
         for row in 0..b {
@@ -131,8 +139,9 @@ pub fn gru_forward<T: Float>(
 /// `h0`, `w`, `y` and `ws` must be those of the forward; `ws` is only read, so the backward can run
 /// any number of times. `scratch` has length [`gru_scratch_len`].
 ///
-/// Per step one fused pointwise pass and one product with `W_hh`; `dx`, `dw_ih`, `dw_hh` and the
-/// biases are then one product (or column sum) over all steps.
+/// Per step one fused pointwise pass and one product with `W_hh` (packed once into `scratch` when
+/// that pays); `dx`, `dw_ih`, `dw_hh` and the biases are then one product (or column sum) over all
+/// steps.
 #[allow(clippy::too_many_arguments)]
 pub fn gru_backward<T: Float>(
     d: Dims,
@@ -164,11 +173,11 @@ pub fn gru_backward<T: Float>(
     let (gates_all, rest) = ws.split_at(rows * gate_width);
     let gh_n_all = &rest[..rows * h];
     let (dgates_i_all, rest) = scratch.split_at_mut(rows * gate_width);
-    let dgates_h_all = &mut rest[..rows * gate_width];
+    let (dgates_h_all, w_hh_buf) = rest.split_at_mut(rows * gate_width);
+    let w_hh = StepRhs::new(d, MatRef::new(w.w_hh, gate_width, h), w_hh_buf);
 
     // dh0 carries the gradient w.r.t. the state between steps; after step 0 it is its own.
     dh0.copy_from_slice(dh_n);
-    let w_hh = MatRef::new(w.w_hh, gate_width, h);
     for step in (0..seq_len).rev() {
         let t = time_index(step, seq_len, reverse);
         let h_prev = if step == 0 { h0 } else { block(y, step_h, prev_time_index(step, seq_len, reverse)) };
@@ -190,7 +199,7 @@ pub fn gru_backward<T: Float>(
             );
         }
         // dh0 holds the direct term dh'⊙z; add the path through the gates.
-        matmul(dh0, h, true, MatRef::new(dgates_h, b, gate_width), w_hh);
+        w_hh.matmul(dh0, h, true, MatRef::new(dgates_h, b, gate_width));
     }
 
     input_grads(d, gate_width, dgates_i_all, x, w.w_ih, dx, g.dw_ih);

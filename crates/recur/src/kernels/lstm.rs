@@ -11,12 +11,16 @@
 //!
 //! Workspace (`ws`, filled by the forward, read by the backward), all `t` in time order:
 //! `gates (T, B, 4H)` the activated gates `[i, f, g, o]`, `c (T, B, H)` the cell state after each
-//! step, `tanh_c (T, B, H)`, and with a projection `h_raw (T, B, H)` = `o⊙tanh(c)` before `W_hr`.
+//! step, `tanh_c (T, B, H)`, and with a projection `h_raw (T, B, H)` = `o⊙tanh(c)` before `W_hr`;
+//! then, over sequences long enough for it to pay, `W_hhᵀ` (and `W_hrᵀ`) packed for the forward's
+//! per-step products, which the backward does not read.
 //!
 //! Scratch (backward only): `dgates (T, B, 4H)` the pre-activation gate gradients; with a
-//! projection also `dh (T, B, P)`, the gradient reaching each step's output, and `dh_raw (B, H)`.
+//! projection also `dh (T, B, P)`, the gradient reaching each step's output, and `dh_raw (B, H)`;
+//! then, likewise, `W_hh` (and `W_hr`) packed for the backward's per-step products.
 
 use super::gemm::{matmul, matmul_naive, MatRef};
+use super::packed::{step_rhs_len, StepRhs};
 use super::shared::{
     add_column_sums, block, block_mut, block_pair, hidden_weight_grad, input_grads, pointwise, prev_time_index,
     project_inputs,
@@ -32,19 +36,33 @@ fn projects(d: Dims) -> bool {
 }
 
 /// Length of the workspace [`lstm_forward`] fills and [`lstm_backward`] reads:
-/// `T·B·6H`, plus `T·B·H` with a projection.
+/// `T·B·6H`, plus `T·B·H` with a projection, plus the packed `W_hhᵀ` (and `W_hrᵀ`) when packing
+/// pays ([`packing_pays`](super::packed::packing_pays)).
 pub fn lstm_workspace_len(d: Dims) -> usize {
     let rows = d.seq_len * d.batch;
     let h_raw = if projects(d) { rows * d.hidden_size } else { 0 };
-    rows * (GATES + 2) * d.hidden_size + h_raw
+    rows * (GATES + 2) * d.hidden_size + h_raw + packed_weights_len(d, false)
 }
 
 /// Length of the scratch memory [`lstm_backward`] needs: `T·B·4H`, plus `T·B·P + B·H` with a
-/// projection.
+/// projection, plus the packed `W_hh` (and `W_hr`) when packing pays.
 pub fn lstm_scratch_len(d: Dims) -> usize {
     let rows = d.seq_len * d.batch;
     let dh = if projects(d) { rows * d.proj_size + d.batch * d.hidden_size } else { 0 };
-    rows * GATES * d.hidden_size + dh
+    rows * GATES * d.hidden_size + dh + packed_weights_len(d, true)
+}
+
+/// Length of `W_hh` and, with a projection, `W_hr` packed as the right-hand side of the per-step
+/// products: transposed for the forward (`h·W_hhᵀ`, `h_raw·W_hrᵀ`), as is for the backward; 0
+/// when packing does not pay.
+fn packed_weights_len(d: Dims, backward: bool) -> usize {
+    let (gate_width, h, p) = (GATES * d.hidden_size, d.hidden_size, d.proj_size);
+    let (w_hh, w_hr) = if backward {
+        (step_rhs_len(d, gate_width, p), step_rhs_len(d, p, h))
+    } else {
+        (step_rhs_len(d, p, gate_width), step_rhs_len(d, h, p))
+    };
+    w_hh + if projects(d) { w_hr } else { 0 }
 }
 
 /// Panics (an internal invariant: the ops layer validates user input) unless every buffer has the
@@ -93,7 +111,8 @@ fn check_grads<T>(d: Dims, w: &Weights<'_, T>, g: &Grads<'_, T>) {
 /// `t = T−1 … 0`, and `y[t]` is still the state after step `t`.
 ///
 /// One product projects the inputs of all steps; each step then adds `h_prev·W_hhᵀ` (one product),
-/// runs one fused pointwise pass and, with a projection, one product with `W_hrᵀ`.
+/// runs one fused pointwise pass and, with a projection, one product with `W_hrᵀ`. Over long enough
+/// sequences the per-step products read `W_hhᵀ` and `W_hrᵀ` packed once, at the end of `ws`.
 #[allow(clippy::too_many_arguments)]
 pub fn lstm_forward<T: Float>(
     d: Dims,
@@ -117,10 +136,12 @@ pub fn lstm_forward<T: Float>(
     let (gates_all, rest) = ws.split_at_mut(rows * gate_width);
     let (c_all, rest) = rest.split_at_mut(rows * h);
     let (tanh_c_all, rest) = rest.split_at_mut(rows * h);
-    let h_raw_all = &mut rest[..if projects(d) { rows * h } else { 0 }];
+    let (h_raw_all, rest) = rest.split_at_mut(if projects(d) { rows * h } else { 0 });
+    let (w_hh_buf, w_hr_buf) = rest.split_at_mut(step_rhs_len(d, p, gate_width));
 
     project_inputs(d, gate_width, x, w.w_ih, w.b_ih, gates_all);
-    let w_hh_t = MatRef::new(w.w_hh, gate_width, p).t();
+    let w_hh_t = StepRhs::new(d, MatRef::new(w.w_hh, gate_width, p).t(), w_hh_buf);
+    let w_hr_t = w.w_hr.map(|w_hr| StepRhs::new(d, MatRef::new(w_hr, p, h).t(), w_hr_buf));
     for step in 0..seq_len {
         let t = time_index(step, seq_len, reverse);
         let gates = block_mut(gates_all, step_gates, t);
@@ -131,12 +152,12 @@ pub fn lstm_forward<T: Float>(
             let prev = prev_time_index(step, seq_len, reverse);
             (block_pair(y, step_y, prev, t), block_pair(c_all, step_h, prev, t))
         };
-        matmul(gates, gate_width, true, MatRef::new(h_prev, b, p), w_hh_t);
-        match w.w_hr {
-            Some(w_hr) => {
+        w_hh_t.matmul(gates, gate_width, true, MatRef::new(h_prev, b, p));
+        match &w_hr_t {
+            Some(w_hr_t) => {
                 let h_raw = block_mut(h_raw_all, step_h, t);
                 forward_step(h, w.b_hh, gates, c_prev, c, tanh_c, h_raw);
-                matmul(y_t, p, false, MatRef::new(h_raw, b, h), MatRef::new(w_hr, p, h).t());
+                w_hr_t.matmul(y_t, p, false, MatRef::new(h_raw, b, h));
             }
             None => forward_step(h, w.b_hh, gates, c_prev, c, tanh_c, y_t),
         }
@@ -158,8 +179,8 @@ pub fn lstm_forward<T: Float>(
 /// read, so the backward can run any number of times. `scratch` has length [`lstm_scratch_len`].
 ///
 /// Per step one fused pointwise pass (plus, with a projection, one product with `W_hr`) and one
-/// product with `W_hh`; `dx`, `dw_ih`, `dw_hh`, `dw_hr` and the biases are then one product (or
-/// column sum) over all steps.
+/// product with `W_hh` (both weights packed once into `scratch` when that pays); `dx`, `dw_ih`,
+/// `dw_hh`, `dw_hr` and the biases are then one product (or column sum) over all steps.
 #[allow(clippy::too_many_arguments)]
 pub fn lstm_backward<T: Float>(
     d: Dims,
@@ -199,12 +220,14 @@ pub fn lstm_backward<T: Float>(
     let h_raw_all = &rest[..if proj { rows * h } else { 0 }];
     let (dgates_all, rest) = scratch.split_at_mut(rows * gate_width);
     let (dh_all, rest) = rest.split_at_mut(if proj { rows * p } else { 0 });
-    let dh_raw = &mut rest[..if proj { step_h } else { 0 }];
+    let (dh_raw, rest) = rest.split_at_mut(if proj { step_h } else { 0 });
+    let (w_hh_buf, w_hr_buf) = rest.split_at_mut(step_rhs_len(d, gate_width, p));
+    let w_hh = StepRhs::new(d, MatRef::new(w.w_hh, gate_width, p), w_hh_buf);
+    let w_hr = w.w_hr.map(|w_hr| StepRhs::new(d, MatRef::new(w_hr, p, h), w_hr_buf));
 
     // dh0 / dc0 carry the gradient w.r.t. the state between steps; after step 0 it is theirs.
     dh0.copy_from_slice(dh_n);
     dc0.copy_from_slice(dc_n);
-    let w_hh = MatRef::new(w.w_hh, gate_width, p);
     for step in (0..seq_len).rev() {
         let t = time_index(step, seq_len, reverse);
         let c_prev = if step == 0 { c0 } else { block(c_all, step_h, prev_time_index(step, seq_len, reverse)) };
@@ -212,18 +235,18 @@ pub fn lstm_backward<T: Float>(
         let tanh_c = block(tanh_c_all, step_h, t);
         let dgates = block_mut(dgates_all, step_gates, t);
         let dy_t = block(dy, step_y, t);
-        match w.w_hr {
+        match &w_hr {
             Some(w_hr) => {
                 let dh = block_mut(dh_all, step_y, t);
                 for ((dh, &dy), &carried) in dh.iter_mut().zip(dy_t).zip(dh0.iter()) {
                     *dh = dy + carried;
                 }
-                matmul(dh_raw, h, false, MatRef::new(dh, b, p), MatRef::new(w_hr, p, h));
+                w_hr.matmul(dh_raw, h, false, MatRef::new(dh, b, p));
                 backward_step(h, gates, c_prev, tanh_c, dh_raw, None, dc0, dgates);
             }
             None => backward_step(h, gates, c_prev, tanh_c, dh0, Some(dy_t), dc0, dgates),
         }
-        matmul(dh0, p, false, MatRef::new(dgates, b, gate_width), w_hh);
+        w_hh.matmul(dh0, p, false, MatRef::new(dgates, b, gate_width));
     }
 
     input_grads(d, gate_width, dgates_all, x, w.w_ih, dx, g.dw_ih);

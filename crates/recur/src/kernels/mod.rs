@@ -3,8 +3,10 @@
 //! Each cell type has a `*_forward` / `*_backward` pair that runs one direction of one layer over a
 //! whole sequence, cuDNN-style: one matrix product projects the inputs of all time steps, each step
 //! does one product on the hidden state and one fused pointwise pass, and the backward does the
-//! pointwise part per step and the weight gradients as one product over all steps. Every fused
-//! kernel keeps a naive reference (`*_forward_naive`, `*_backward_naive`) that the tests hold it to.
+//! pointwise part per step and the weight gradients as one product over all steps. Over sequences
+//! long enough for it to pay, the per-step products read their weight packed once per call
+//! ([`packed`]) rather than repacked by the `gemm` crate at every step. Every fused kernel keeps a
+//! naive reference (`*_forward_naive`, `*_backward_naive`) that the tests hold it to.
 //!
 //! Conventions shared by all kernels (shapes use `T` steps, `B` batch, `I` input size, `H` hidden
 //! size, `P` the size of the carried `h`: `P = H` except for an LSTM with a projection, `G` gates):
@@ -16,14 +18,16 @@
 //!   `(G·H)`, `w_hr (P, H)`;
 //! - backward *accumulates* (`+=`) into `dx` and every weight gradient (zero them once, llm.c
 //!   style), and *overwrites* `dh0` / `dc0`;
-//! - `ws` is the workspace a forward fills with what the backward needs; `scratch` is temporary
-//!   memory for the backward. Their lengths come from the `*_workspace_len` / `*_scratch_len`
-//!   functions; the caller allocates them.
+//! - `ws` is the workspace a forward fills with what the backward needs (and, at its end, the
+//!   packed weights of its own per-step products); `scratch` is temporary memory for the backward.
+//!   Their lengths come from the `*_workspace_len` / `*_scratch_len` functions; the caller
+//!   allocates them.
 
 pub mod gemm;
 pub mod gru;
 pub mod lstm;
 pub mod math;
+pub mod packed;
 pub mod rnn;
 mod shared;
 #[cfg(test)]

@@ -3,13 +3,16 @@
 //!
 //! Exactly ATen's cell: `h' = act(x·W_ihᵀ + b_ih + h·W_hhᵀ + b_hh)`, `act` = tanh or ReLU.
 //!
-//! Workspace: none (`rnn_workspace_len` is 0). The forward projects the inputs straight into `y`
-//! and activates each step in place; the backward takes the activation's derivative from the
-//! output itself (`1 − y²` for tanh, `y > 0` for ReLU), as PyTorch does.
+//! Workspace: only `W_hhᵀ` packed for the forward's per-step products, over sequences long enough
+//! for that to pay (else nothing); the backward reads none of it. The forward projects the inputs
+//! straight into `y` and activates each step in place; the backward takes the activation's
+//! derivative from the output itself (`1 − y²` for tanh, `y > 0` for ReLU), as PyTorch does.
 //!
-//! Scratch (backward only): `dgates (T, B, H)`, the pre-activation gradients.
+//! Scratch (backward only): `dgates (T, B, H)`, the pre-activation gradients, then, likewise,
+//! `W_hh` packed for the per-step products.
 
-use super::gemm::{matmul, matmul_naive, MatRef};
+use super::gemm::{matmul_naive, MatRef};
+use super::packed::{step_rhs_len, StepRhs};
 use super::shared::{
     add_column_sums, block, block_mut, block_pair, hidden_weight_grad, input_grads, pointwise, prev_time_index,
     project_inputs,
@@ -35,14 +38,16 @@ fn relu<T: Float>(v: T) -> T {
     }
 }
 
-/// Length of the workspace [`rnn_forward`] fills and [`rnn_backward`] reads: always 0.
-pub fn rnn_workspace_len(_d: Dims) -> usize {
-    0
+/// Length of the workspace [`rnn_forward`] uses: the packed `W_hhᵀ` when packing pays
+/// ([`packing_pays`](super::packed::packing_pays)), else 0; [`rnn_backward`] reads none of it.
+pub fn rnn_workspace_len(d: Dims) -> usize {
+    step_rhs_len(d, d.hidden_size, d.hidden_size)
 }
 
-/// Length of the scratch memory [`rnn_backward`] needs: `T·B·H`.
+/// Length of the scratch memory [`rnn_backward`] needs: `T·B·H`, plus the packed `W_hh` when
+/// packing pays.
 pub fn rnn_scratch_len(d: Dims) -> usize {
-    d.seq_len * d.batch * d.hidden_size
+    d.seq_len * d.batch * d.hidden_size + step_rhs_len(d, d.hidden_size, d.hidden_size)
 }
 
 /// Panics (an internal invariant: the ops layer validates user input) unless every buffer has the
@@ -77,12 +82,13 @@ fn check_grads<T>(d: Dims, w: &Weights<'_, T>, g: &Grads<'_, T>) {
 }
 
 /// Runs the RNN over `x (T, B, I)` from `h0 (B, H)`, writing every step's output to `y (T, B, H)`
-/// and the final state to `h_n (B, H)`. `ws` (length [`rnn_workspace_len`], i.e. empty) is
-/// unused: the backward needs only `y`. With `reverse` the steps run `t = T−1 … 0`, and `y[t]` is
-/// still the state after step `t`.
+/// and the final state to `h_n (B, H)`. `ws` (length [`rnn_workspace_len`]) only holds the packed
+/// `W_hhᵀ` of the per-step products, if any: the backward needs only `y`. With `reverse` the steps
+/// run `t = T−1 … 0`, and `y[t]` is still the state after step `t`.
 ///
 /// One product projects the inputs of all steps into `y`; each step then adds `h_prev·W_hhᵀ`
-/// (one product) and runs one fused pointwise pass that adds `b_hh` and activates in place.
+/// (one product, `W_hhᵀ` packed once into `ws` when that pays) and runs one fused pointwise pass
+/// that adds `b_hh` and activates in place.
 #[allow(clippy::too_many_arguments)]
 pub fn rnn_forward<T: Float>(
     d: Dims,
@@ -101,7 +107,7 @@ pub fn rnn_forward<T: Float>(
     let step_h = b * h;
 
     project_inputs(d, h, x, w.w_ih, w.b_ih, y);
-    let w_hh_t = MatRef::new(w.w_hh, h, h).t();
+    let w_hh_t = StepRhs::new(d, MatRef::new(w.w_hh, h, h).t(), ws);
     for step in 0..seq_len {
         let t = time_index(step, seq_len, reverse);
         let (h_prev, y_t) = if step == 0 {
@@ -109,7 +115,7 @@ pub fn rnn_forward<T: Float>(
         } else {
             block_pair(y, step_h, prev_time_index(step, seq_len, reverse), t)
         };
-        matmul(y_t, h, true, MatRef::new(h_prev, b, h), w_hh_t);
+        w_hh_t.matmul(y_t, h, true, MatRef::new(h_prev, b, h));
         for row in 0..b {
             let y_row = block_mut(y_t, h, row);
             match (act, w.b_hh) {
@@ -133,8 +139,9 @@ pub fn rnn_forward<T: Float>(
 /// `h0`, `w`, `act` and `y` must be those of the forward; `ws` is unused. `scratch` has length
 /// [`rnn_scratch_len`].
 ///
-/// Per step one fused pointwise pass and one product with `W_hh`; `dx`, `dw_ih`, `dw_hh` and the
-/// biases are then one product (or column sum) over all steps.
+/// Per step one fused pointwise pass and one product with `W_hh` (packed once into `scratch` when
+/// that pays);
+/// `dx`, `dw_ih`, `dw_hh` and the biases are then one product (or column sum) over all steps.
 #[allow(clippy::too_many_arguments)]
 pub fn rnn_backward<T: Float>(
     d: Dims,
@@ -161,11 +168,11 @@ pub fn rnn_backward<T: Float>(
     assert!(scratch.len() >= rnn_scratch_len(d), "scratch shorter than rnn_scratch_len");
     let (seq_len, b, h) = (d.seq_len, d.batch, d.hidden_size);
     let step_h = b * h;
-    let dgates_all = &mut scratch[..seq_len * step_h];
+    let (dgates_all, rest) = scratch.split_at_mut(seq_len * step_h);
+    let w_hh = StepRhs::new(d, MatRef::new(w.w_hh, h, h), rest);
 
     // dh0 carries the gradient w.r.t. the state between steps; after step 0 it is its own.
     dh0.copy_from_slice(dh_n);
-    let w_hh = MatRef::new(w.w_hh, h, h);
     for step in (0..seq_len).rev() {
         let t = time_index(step, seq_len, reverse);
         let (y_t, dy_t) = (block(y, step_h, t), block(dy, step_h, t));
@@ -178,7 +185,7 @@ pub fn rnn_backward<T: Float>(
                 Activation::Relu => backward_row::<T, true>(h, y_row, dy_row, dh_row, dgates_row),
             }
         }
-        matmul(dh0, h, false, MatRef::new(dgates, b, h), w_hh);
+        w_hh.matmul(dh0, h, false, MatRef::new(dgates, b, h));
     }
 
     input_grads(d, h, dgates_all, x, w.w_ih, dx, g.dw_ih);

@@ -1,17 +1,24 @@
 //! Test helpers shared by the kernel tests: a tiny seeded generator, closeness checks that print
 //! the worst elements, and a central finite-difference gradient check.
 
+use super::packed::FORCE_PACKING;
 use super::shared::PORTABLE_ONLY;
 use super::Float;
 
-/// Runs `f` once with the pointwise passes dispatched as usual (AVX2 where the CPU has it) and
-/// once forced onto the portable copies, so both get tested on an AVX2 machine.
+/// Runs `f` with the pointwise passes and the packed per-step products dispatched as usual (AVX2
+/// where the CPU has it), then forced onto their portable copies, each time with the per-step
+/// weights packed whatever the sizes, and once more with them never packed, so every path gets
+/// tested on an AVX2 machine and on small problems.
 pub(super) fn for_each_instruction_set(mut f: impl FnMut(&str)) {
-    for portable in [false, true] {
+    for (what, portable, packing) in
+        [("dispatched, packed", false, true), ("portable, packed", true, true), ("dispatched, unpacked", false, false)]
+    {
         PORTABLE_ONLY.with(|p| p.set(portable));
-        f(if portable { "portable" } else { "dispatched" });
+        FORCE_PACKING.with(|p| p.set(Some(packing)));
+        f(what);
     }
     PORTABLE_ONLY.with(|p| p.set(false));
+    FORCE_PACKING.with(|p| p.set(None));
 }
 
 /// A tiny deterministic generator (64-bit LCG, top 53 bits), so tests need no dependency.
