@@ -10,6 +10,9 @@
 
 use std::fmt;
 
+use crate::nn::core::CoreConfig;
+use crate::ops::fused::CellKind;
+
 /// The nonlinearity of a plain RNN.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Nonlinearity {
@@ -83,6 +86,23 @@ macro_rules! layer_config {
                     bidirectional: false,
                     seed: 0,
                     $($field: $default,)*
+                }
+            }
+
+            /// The options every layer type shares, as the recurrent core takes them.
+            pub(crate) fn core(&self, name: &'static str, kind: CellKind, proj_size: usize) -> CoreConfig {
+                CoreConfig {
+                    name,
+                    kind,
+                    input_size: self.input_size,
+                    hidden_size: self.hidden_size,
+                    num_layers: self.num_layers,
+                    bias: self.bias,
+                    batch_first: self.batch_first,
+                    dropout: self.dropout,
+                    bidirectional: self.bidirectional,
+                    proj_size,
+                    seed: self.seed,
                 }
             }
         }

@@ -9,7 +9,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use crate::kernels::rnn::Activation;
-use crate::nn::core::{Core, CoreConfig};
+use crate::nn::core::Core;
 use crate::nn::{GruConfig, LstmConfig, Nonlinearity, RnnConfig, State};
 use crate::ops::fused::CellKind;
 use crate::Result;
@@ -212,22 +212,7 @@ impl Rnn {
             Nonlinearity::Tanh => Activation::Tanh,
             Nonlinearity::Relu => Activation::Relu,
         };
-        let core = Core::new(
-            CoreConfig {
-                name: "RNN",
-                kind: CellKind::Rnn(act),
-                input_size: config.input_size,
-                hidden_size: config.hidden_size,
-                num_layers: config.num_layers,
-                bias: config.bias,
-                batch_first: config.batch_first,
-                dropout: config.dropout,
-                bidirectional: config.bidirectional,
-                proj_size: 0,
-                seed: config.seed,
-            },
-            vb,
-        )?;
+        let core = Core::new(config.core("RNN", CellKind::Rnn(act), 0), vb)?;
         Ok(Self { config, core })
     }
 }
@@ -236,22 +221,7 @@ impl Lstm {
     /// Builds the layer; parameters come from `vb` under PyTorch's names, default-initialised
     /// U(−1/√H, 1/√H) when `vb` creates them.
     pub fn new(config: LstmConfig, vb: VarBuilder) -> Result<Self> {
-        let core = Core::new(
-            CoreConfig {
-                name: "LSTM",
-                kind: CellKind::Lstm,
-                input_size: config.input_size,
-                hidden_size: config.hidden_size,
-                num_layers: config.num_layers,
-                bias: config.bias,
-                batch_first: config.batch_first,
-                dropout: config.dropout,
-                bidirectional: config.bidirectional,
-                proj_size: config.proj_size,
-                seed: config.seed,
-            },
-            vb,
-        )?;
+        let core = Core::new(config.core("LSTM", CellKind::Lstm, config.proj_size), vb)?;
         Ok(Self { config, core })
     }
 }
@@ -260,22 +230,7 @@ impl Gru {
     /// Builds the layer; parameters come from `vb` under PyTorch's names, default-initialised
     /// U(−1/√H, 1/√H) when `vb` creates them.
     pub fn new(config: GruConfig, vb: VarBuilder) -> Result<Self> {
-        let core = Core::new(
-            CoreConfig {
-                name: "GRU",
-                kind: CellKind::Gru,
-                input_size: config.input_size,
-                hidden_size: config.hidden_size,
-                num_layers: config.num_layers,
-                bias: config.bias,
-                batch_first: config.batch_first,
-                dropout: config.dropout,
-                bidirectional: config.bidirectional,
-                proj_size: 0,
-                seed: config.seed,
-            },
-            vb,
-        )?;
+        let core = Core::new(config.core("GRU", CellKind::Gru, 0), vb)?;
         Ok(Self { config, core })
     }
 }

@@ -171,35 +171,27 @@ trait Element: Float + candle_core::WithDType {
     fn storage(data: Vec<Self>) -> CpuStorage;
 }
 
-impl Element for f32 {
-    fn wrap(ws: Vec<Vec<Self>>) -> Saved {
-        Saved::F32(ws)
-    }
-    fn unwrap(saved: &Saved) -> Option<&Vec<Vec<Self>>> {
-        match saved {
-            Saved::F32(ws) => Some(ws),
-            Saved::F64(_) => None,
+macro_rules! element {
+    ($t:ty, $variant:ident, $other:ident) => {
+        impl Element for $t {
+            fn wrap(ws: Vec<Vec<Self>>) -> Saved {
+                Saved::$variant(ws)
+            }
+            fn unwrap(saved: &Saved) -> Option<&Vec<Vec<Self>>> {
+                match saved {
+                    Saved::$variant(ws) => Some(ws),
+                    Saved::$other(_) => None,
+                }
+            }
+            fn storage(data: Vec<Self>) -> CpuStorage {
+                CpuStorage::$variant(data)
+            }
         }
-    }
-    fn storage(data: Vec<Self>) -> CpuStorage {
-        CpuStorage::F32(data)
-    }
+    };
 }
 
-impl Element for f64 {
-    fn wrap(ws: Vec<Vec<Self>>) -> Saved {
-        Saved::F64(ws)
-    }
-    fn unwrap(saved: &Saved) -> Option<&Vec<Vec<Self>>> {
-        match saved {
-            Saved::F64(ws) => Some(ws),
-            Saved::F32(_) => None,
-        }
-    }
-    fn storage(data: Vec<Self>) -> CpuStorage {
-        CpuStorage::F64(data)
-    }
-}
+element!(f32, F32, F64);
+element!(f64, F64, F32);
 
 /// One direction's share of the forward's outputs.
 struct DirectionOut<'a, T> {
