@@ -21,43 +21,46 @@
 use super::gemm::{matmul_naive, MatRef};
 use super::packed::{step_rhs_len, StepRhs};
 use super::shared::{
-    add_column_sums, block, block_mut, block_pair, hidden_weight_grad, input_grads, pointwise, prev_time_index,
-    project_inputs,
+    add_column_sums, block, block_mut, check_layout, gather_len, hidden_weight_grad, input_grads, pointwise,
+    prev_state, project_inputs, span_pair, stage_len, take_final,
 };
 use super::{time_index, Dims, Float, Grads, Weights};
 
 /// Gates per hidden unit.
 const GATES: usize = 3;
 
-/// Length of the workspace [`gru_forward`] fills and [`gru_backward`] reads: `T·B·4H + B·3H`,
-/// plus the packed `W_hhᵀ` when packing pays ([`packing_pays`](super::packed::packing_pays)).
+/// Length of the workspace [`gru_forward`] fills and [`gru_backward`] reads: `N·4H + B·3H`
+/// (`N = T·B` rows, or fewer when packed), plus `B·H` of staging when packed sequences differ in
+/// length, plus the packed `W_hhᵀ` when packing pays
+/// ([`packing_pays`](super::packed::packing_pays)).
 pub fn gru_workspace_len(d: Dims) -> usize {
-    let (rows, h) = (d.seq_len * d.batch, d.hidden_size);
-    rows * (GATES + 1) * h + d.batch * GATES * h + step_rhs_len(d, h, GATES * h)
+    let (rows, h) = (d.rows(), d.hidden_size);
+    rows * (GATES + 1) * h + d.batch * GATES * h + stage_len(d, h) + step_rhs_len(d, h, GATES * h)
 }
 
-/// Length of the scratch memory [`gru_backward`] needs: `T·B·6H`, plus the packed `W_hh` when
-/// packing pays.
+/// Length of the scratch memory [`gru_backward`] needs: `N·6H`, plus `N·H + B·H` when packed
+/// sequences differ in length, plus the packed `W_hh` when packing pays.
 pub fn gru_scratch_len(d: Dims) -> usize {
     let h = d.hidden_size;
-    2 * d.seq_len * d.batch * GATES * h + step_rhs_len(d, GATES * h, h)
+    2 * d.rows() * GATES * h + gather_len(d) + stage_len(d, h) + step_rhs_len(d, GATES * h, h)
 }
 
 /// Panics (an internal invariant: the ops layer validates user input) unless every buffer has the
 /// length its documented shape implies.
 fn check_shapes<T>(d: Dims, x: &[T], h0: &[T], w: &Weights<'_, T>, y: usize, h_n: usize) {
-    let (t, b, i, h) = (d.seq_len, d.batch, d.input_size, d.hidden_size);
+    let (n, b, i, h) = (d.rows(), d.batch, d.input_size, d.hidden_size);
+    check_layout(d);
     assert!(h > 0 && d.proj_size == h, "GRU needs proj_size == hidden_size > 0, got {d:?}");
     assert!(w.w_hr.is_none(), "a GRU has no projection");
     assert_eq!(w.b_ih.is_some(), w.b_hh.is_some(), "b_ih and b_hh come together");
-    assert_eq!(x.len(), t * b * i, "x must be (T, B, I)");
+    assert_eq!(x.len(), n * i, "x must be (T, B, I)");
     assert_eq!(h0.len(), b * h, "h0 must be (B, H)");
     assert_eq!(w.w_ih.len(), GATES * h * i, "w_ih must be (3H, I)");
     assert_eq!(w.w_hh.len(), GATES * h * h, "w_hh must be (3H, H)");
     for bias in [w.b_ih, w.b_hh].into_iter().flatten() {
         assert_eq!(bias.len(), GATES * h, "biases must be (3H)");
     }
-    assert_eq!(y, t * b * h, "y must be (T, B, H)");
+    assert_eq!(y, n * h, "y must be (T, B, H)");
     assert_eq!(h_n, b * h, "h_n must be (B, H)");
 }
 
@@ -95,28 +98,33 @@ pub fn gru_forward<T: Float>(
 ) {
     check_shapes(d, x, h0, &w, y.len(), h_n.len());
     assert!(ws.len() >= gru_workspace_len(d), "workspace shorter than gru_workspace_len");
-    let (seq_len, b, h) = (d.seq_len, d.batch, d.hidden_size);
+    let (b, h) = (d.batch, d.hidden_size);
     let gate_width = GATES * h;
-    let (step_gates, step_h) = (b * gate_width, b * h);
-    let rows = seq_len * b;
+    let rows = d.rows();
 
     let (gates_all, rest) = ws.split_at_mut(rows * gate_width);
     let (gh_n_all, rest) = rest.split_at_mut(rows * h);
-    let (gh, w_hh_buf) = rest.split_at_mut(step_gates);
+    let (gh_buf, rest) = rest.split_at_mut(b * gate_width);
+    let (stage_h, w_hh_buf) = rest.split_at_mut(stage_len(d, h));
 
     project_inputs(d, gate_width, x, w.w_ih, w.b_ih, gates_all);
     let w_hh_t = StepRhs::new(d, MatRef::new(w.w_hh, gate_width, h).t(), w_hh_buf);
-    for step in 0..seq_len {
-        let t = time_index(step, seq_len, reverse);
-        let (h_prev, y_t) = if step == 0 {
-            (h0, block_mut(y, step_h, t))
-        } else {
-            block_pair(y, step_h, prev_time_index(step, seq_len, reverse), t)
+    h_n.copy_from_slice(h0);
+    for cur in d.walk(reverse) {
+        let n = cur.rows;
+        let (y_read, y_t) = match d.before(cur, reverse) {
+            None => (None, &mut y[cur.range(h)]),
+            Some(prev) => {
+                let (read, write) = span_pair(y, h, prev, cur);
+                (Some(read), write)
+            }
         };
-        w_hh_t.matmul(gh, gate_width, false, MatRef::new(h_prev, b, h));
-        let gates = block_mut(gates_all, step_gates, t);
-        let gh_n = block_mut(gh_n_all, step_h, t);
-        for row in 0..b {
+        let h_prev = prev_state(y_read, h0, h, n, stage_h);
+        let gh = &mut gh_buf[..n * gate_width];
+        w_hh_t.matmul(gh, gate_width, false, MatRef::new(h_prev, n, h));
+        let gates = &mut gates_all[cur.range(gate_width)];
+        let gh_n = &mut gh_n_all[cur.range(h)];
+        for row in 0..n {
             let gates = block_mut(gates, gate_width, row);
             let gh = block(gh, gate_width, row);
             let (h_prev, gh_n, h_out) = (block(h_prev, h, row), block_mut(gh_n, h, row), block_mut(y_t, h, row));
@@ -125,11 +133,7 @@ pub fn gru_forward<T: Float>(
                 None => forward_row::<T, false>(h, &[], gates, gh, h_prev, gh_n, h_out),
             }
         }
-    }
-    if seq_len == 0 {
-        h_n.copy_from_slice(h0);
-    } else {
-        h_n.copy_from_slice(block(y, step_h, time_index(seq_len - 1, seq_len, reverse)));
+        take_final(d, reverse, cur, y_t, h, h_n);
     }
 }
 
@@ -165,45 +169,49 @@ pub fn gru_backward<T: Float>(
     assert_eq!(dh0.len(), h0.len(), "dh0 must be (B, H)");
     assert!(ws.len() >= gru_workspace_len(d), "workspace shorter than gru_workspace_len");
     assert!(scratch.len() >= gru_scratch_len(d), "scratch shorter than gru_scratch_len");
-    let (seq_len, b, h) = (d.seq_len, d.batch, d.hidden_size);
+    let h = d.hidden_size;
     let gate_width = GATES * h;
-    let (step_gates, step_h) = (b * gate_width, b * h);
-    let rows = seq_len * b;
+    let rows = d.rows();
 
     let (gates_all, rest) = ws.split_at(rows * gate_width);
     let gh_n_all = &rest[..rows * h];
     let (dgates_i_all, rest) = scratch.split_at_mut(rows * gate_width);
-    let (dgates_h_all, w_hh_buf) = rest.split_at_mut(rows * gate_width);
+    let (dgates_h_all, rest) = rest.split_at_mut(rows * gate_width);
+    let (gather, rest) = rest.split_at_mut(gather_len(d));
+    let (stage_h, w_hh_buf) = rest.split_at_mut(stage_len(d, h));
     let w_hh = StepRhs::new(d, MatRef::new(w.w_hh, gate_width, h), w_hh_buf);
 
-    // dh0 carries the gradient w.r.t. the state between steps; after step 0 it is its own.
+    // dh0 carries the gradient w.r.t. the state between steps: a sequence's rows start with dh_n
+    // at its last step, and after its first step they are its own.
     dh0.copy_from_slice(dh_n);
-    for step in (0..seq_len).rev() {
-        let t = time_index(step, seq_len, reverse);
-        let h_prev = if step == 0 { h0 } else { block(y, step_h, prev_time_index(step, seq_len, reverse)) };
-        let gates = block(gates_all, step_gates, t);
-        let gh_n = block(gh_n_all, step_h, t);
-        let dy_t = block(dy, step_h, t);
-        let dgates_i = block_mut(dgates_i_all, step_gates, t);
-        let dgates_h = block_mut(dgates_h_all, step_gates, t);
-        for row in 0..b {
+    for cur in d.walk(reverse).rev() {
+        let n = cur.rows;
+        let y_read = d.before(cur, reverse).map(|prev| &y[prev.range(h)]);
+        let h_prev = prev_state(y_read, h0, h, n, stage_h);
+        let gates = &gates_all[cur.range(gate_width)];
+        let gh_n = &gh_n_all[cur.range(h)];
+        let dy_t = &dy[cur.range(h)];
+        let dgates_i = &mut dgates_i_all[cur.range(gate_width)];
+        let dgates_h = &mut dgates_h_all[cur.range(gate_width)];
+        let dh_carry = &mut dh0[..n * h];
+        for row in 0..n {
             backward_row::<T>(
                 h,
                 block(gates, gate_width, row),
                 block(gh_n, h, row),
                 block(h_prev, h, row),
                 block(dy_t, h, row),
-                block_mut(dh0, h, row),
+                block_mut(dh_carry, h, row),
                 block_mut(dgates_i, gate_width, row),
                 block_mut(dgates_h, gate_width, row),
             );
         }
-        // dh0 holds the direct term dh'⊙z; add the path through the gates.
-        w_hh.matmul(dh0, h, true, MatRef::new(dgates_h, b, gate_width));
+        // dh_carry holds the direct term dh'⊙z; add the path through the gates.
+        w_hh.matmul(dh_carry, h, true, MatRef::new(dgates_h, n, gate_width));
     }
 
     input_grads(d, gate_width, dgates_i_all, x, w.w_ih, dx, g.dw_ih);
-    hidden_weight_grad(d, gate_width, reverse, dgates_h_all, y, h0, g.dw_hh);
+    hidden_weight_grad(d, gate_width, reverse, dgates_h_all, y, h0, g.dw_hh, gather);
     add_column_sums(dgates_i_all, gate_width, g.db_ih);
     add_column_sums(dgates_h_all, gate_width, g.db_hh);
 }
@@ -452,14 +460,15 @@ pub fn gru_backward_naive<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::super::testing::{
-        assert_close, cast, check_gradients, check_repeatable_and_accumulating, dot, for_each_instruction_set, Rng,
+        assert_close, batch_sizes, cast, check_gradients, check_packed_against_alone,
+        check_repeatable_and_accumulating, dot, for_each_instruction_set, gather_rows, packed_rows, Flat, Rng,
     };
     use super::*;
 
     /// A random problem: inputs, weights and output gradients, all f64.
     #[derive(Clone)]
-    struct Setup {
-        d: Dims,
+    struct Setup<'a> {
+        d: Dims<'a>,
         reverse: bool,
         x: Vec<f64>,
         h0: Vec<f64>,
@@ -471,27 +480,27 @@ mod tests {
         dh_n: Vec<f64>,
     }
 
-    fn dims(seq_len: usize, batch: usize, input_size: usize, hidden_size: usize) -> Dims {
-        Dims { seq_len, batch, input_size, hidden_size, proj_size: hidden_size }
+    fn dims(seq_len: usize, batch: usize, input_size: usize, hidden_size: usize) -> Dims<'static> {
+        Dims { seq_len, batch, input_size, hidden_size, proj_size: hidden_size, batch_sizes: None }
     }
 
-    impl Setup {
-        fn new(d: Dims, reverse: bool, bias: bool, seed: u64) -> Self {
+    impl<'a> Setup<'a> {
+        fn new(d: Dims<'a>, reverse: bool, bias: bool, seed: u64) -> Self {
             let mut rng = Rng::new(seed);
-            let (t, b, i, h) = (d.seq_len, d.batch, d.input_size, d.hidden_size);
+            let (n, b, i, h) = (d.rows(), d.batch, d.input_size, d.hidden_size);
             let scale = 1.0 / (h as f64).sqrt();
             let b_ih = bias.then(|| rng.vec(GATES * h, scale));
             let b_hh = bias.then(|| rng.vec(GATES * h, scale));
             Self {
                 d,
                 reverse,
-                x: rng.vec(t * b * i, 1.0),
+                x: rng.vec(n * i, 1.0),
                 h0: rng.vec(b * h, 0.5),
                 w_ih: rng.vec(GATES * h * i, scale),
                 w_hh: rng.vec(GATES * h * h, scale),
                 b_ih,
                 b_hh,
-                dy: rng.vec(t * b * h, 1.0),
+                dy: rng.vec(n * h, 1.0),
                 dh_n: rng.vec(b * h, 1.0),
             }
         }
@@ -613,7 +622,7 @@ mod tests {
     }
 
     /// Every combination the fused kernels must match the naive ones on.
-    fn cases() -> Vec<Setup> {
+    fn cases() -> Vec<Setup<'static>> {
         let mut out = Vec::new();
         let mut seed = 0;
         for (i, h) in [(5, 7), (20, 19)] {
@@ -685,5 +694,47 @@ mod tests {
             assert!(g.iter().all(|v| v.is_finite()), "gradient {k} not finite");
         }
         assert!(out.y.iter().chain(&out.h_n).all(|v| v.is_finite()));
+    }
+
+    impl Outputs<f64> {
+        fn flat(&self) -> Flat {
+            Flat { y: self.y.clone(), finals: vec![self.h_n.clone()], grads: self.grads() }
+        }
+    }
+
+    /// Packed sequences of different lengths give, per sequence, what running it alone gives.
+    #[test]
+    fn packed_matches_each_sequence_alone() {
+        let lengths = [9, 9, 6, 2, 2, 1, 1];
+        let sizes = batch_sizes(&lengths);
+        for_each_instruction_set(|isa| {
+            for (reverse, bias) in [(false, true), (true, true), (true, false)] {
+                let d = Dims { batch_sizes: Some(&sizes), ..dims(9, 7, 3, 5) };
+                let s = Setup::new(d, reverse, bias, 23);
+                let packed = run::<f64>(&s, true, 0.0, 1, false).flat();
+                let alone = |b: usize| {
+                    let rows = packed_rows(&lengths, b);
+                    let one = Setup {
+                        d: dims(lengths[b], 1, 3, 5),
+                        x: gather_rows(&s.x, 3, &rows),
+                        h0: s.h0[b * 5..(b + 1) * 5].to_vec(),
+                        dy: gather_rows(&s.dy, 5, &rows),
+                        dh_n: s.dh_n[b * 5..(b + 1) * 5].to_vec(),
+                        ..s.clone()
+                    };
+                    run::<f64>(&one, false, 0.0, 1, false).flat()
+                };
+                check_packed_against_alone(
+                    &format!("{isa}, reverse={reverse}, bias={bias}"),
+                    &lengths,
+                    &packed,
+                    5,
+                    3,
+                    &[5],
+                    alone,
+                    1e-12,
+                );
+            }
+        });
     }
 }

@@ -22,8 +22,8 @@
 use super::gemm::{matmul, matmul_naive, MatRef};
 use super::packed::{step_rhs_len, StepRhs};
 use super::shared::{
-    add_column_sums, block, block_mut, block_pair, hidden_weight_grad, input_grads, pointwise, prev_time_index,
-    project_inputs,
+    add_column_sums, block, block_mut, check_layout, gather_len, hidden_weight_grad, input_grads, pointwise,
+    prev_state, project_inputs, span_pair, stage_len, take_final,
 };
 use super::{time_index, Dims, Float, Grads, Weights};
 
@@ -36,20 +36,23 @@ fn projects(d: Dims) -> bool {
 }
 
 /// Length of the workspace [`lstm_forward`] fills and [`lstm_backward`] reads:
-/// `T·B·6H`, plus `T·B·H` with a projection, plus the packed `W_hhᵀ` (and `W_hrᵀ`) when packing
-/// pays ([`packing_pays`](super::packed::packing_pays)).
+/// `N·6H` (`N = T·B` rows, or fewer when packed), plus `N·H` with a projection, plus `B·(P + H)`
+/// of staging when packed sequences differ in length, plus the packed `W_hhᵀ` (and `W_hrᵀ`) when
+/// packing pays ([`packing_pays`](super::packed::packing_pays)).
 pub fn lstm_workspace_len(d: Dims) -> usize {
-    let rows = d.seq_len * d.batch;
+    let rows = d.rows();
     let h_raw = if projects(d) { rows * d.hidden_size } else { 0 };
-    rows * (GATES + 2) * d.hidden_size + h_raw + packed_weights_len(d, false)
+    let stages = stage_len(d, d.proj_size) + stage_len(d, d.hidden_size);
+    rows * (GATES + 2) * d.hidden_size + h_raw + stages + packed_weights_len(d, false)
 }
 
-/// Length of the scratch memory [`lstm_backward`] needs: `T·B·4H`, plus `T·B·P + B·H` with a
-/// projection, plus the packed `W_hh` (and `W_hr`) when packing pays.
+/// Length of the scratch memory [`lstm_backward`] needs: `N·4H`, plus `N·P + B·H` with a
+/// projection, plus `N·P + B·H` when packed sequences differ in length, plus the packed `W_hh`
+/// (and `W_hr`) when packing pays.
 pub fn lstm_scratch_len(d: Dims) -> usize {
-    let rows = d.seq_len * d.batch;
+    let rows = d.rows();
     let dh = if projects(d) { rows * d.proj_size + d.batch * d.hidden_size } else { 0 };
-    rows * GATES * d.hidden_size + dh + packed_weights_len(d, true)
+    rows * GATES * d.hidden_size + dh + gather_len(d) + stage_len(d, d.hidden_size) + packed_weights_len(d, true)
 }
 
 /// Length of `W_hh` and, with a projection, `W_hr` packed as the right-hand side of the per-step
@@ -69,11 +72,12 @@ fn packed_weights_len(d: Dims, backward: bool) -> usize {
 /// length its documented shape implies.
 #[allow(clippy::too_many_arguments)]
 fn check_shapes<T>(d: Dims, x: &[T], h0: &[T], c0: &[T], w: &Weights<'_, T>, y: usize, h_n: usize, c_n: usize) {
-    let (t, b, i, h, p) = (d.seq_len, d.batch, d.input_size, d.hidden_size, d.proj_size);
+    let (n, b, i, h, p) = (d.rows(), d.batch, d.input_size, d.hidden_size, d.proj_size);
+    check_layout(d);
     assert!(h > 0 && p > 0 && p <= h, "LSTM needs 0 < proj_size <= hidden_size, got {d:?}");
     assert_eq!(w.w_hr.is_some(), projects(d), "w_hr must be given exactly when proj_size < hidden_size");
     assert_eq!(w.b_ih.is_some(), w.b_hh.is_some(), "b_ih and b_hh come together");
-    assert_eq!(x.len(), t * b * i, "x must be (T, B, I)");
+    assert_eq!(x.len(), n * i, "x must be (T, B, I)");
     assert_eq!(h0.len(), b * p, "h0 must be (B, P)");
     assert_eq!(c0.len(), b * h, "c0 must be (B, H)");
     assert_eq!(w.w_ih.len(), GATES * h * i, "w_ih must be (4H, I)");
@@ -84,7 +88,7 @@ fn check_shapes<T>(d: Dims, x: &[T], h0: &[T], c0: &[T], w: &Weights<'_, T>, y: 
     if let Some(w_hr) = w.w_hr {
         assert_eq!(w_hr.len(), p * h, "w_hr must be (P, H)");
     }
-    assert_eq!(y, t * b * p, "y must be (T, B, P)");
+    assert_eq!(y, n * p, "y must be (T, B, P)");
     assert_eq!(h_n, b * p, "h_n must be (B, P)");
     assert_eq!(c_n, b * h, "c_n must be (B, H)");
 }
@@ -128,47 +132,48 @@ pub fn lstm_forward<T: Float>(
 ) {
     check_shapes(d, x, h0, c0, &w, y.len(), h_n.len(), c_n.len());
     assert!(ws.len() >= lstm_workspace_len(d), "workspace shorter than lstm_workspace_len");
-    let (seq_len, b, h, p) = (d.seq_len, d.batch, d.hidden_size, d.proj_size);
+    let (h, p) = (d.hidden_size, d.proj_size);
     let gate_width = GATES * h;
-    let (step_gates, step_h, step_y) = (b * gate_width, b * h, b * p);
-    let rows = seq_len * b;
+    let rows = d.rows();
 
     let (gates_all, rest) = ws.split_at_mut(rows * gate_width);
     let (c_all, rest) = rest.split_at_mut(rows * h);
     let (tanh_c_all, rest) = rest.split_at_mut(rows * h);
     let (h_raw_all, rest) = rest.split_at_mut(if projects(d) { rows * h } else { 0 });
+    let (stage_h, rest) = rest.split_at_mut(stage_len(d, p));
+    let (stage_c, rest) = rest.split_at_mut(stage_len(d, h));
     let (w_hh_buf, w_hr_buf) = rest.split_at_mut(step_rhs_len(d, p, gate_width));
 
     project_inputs(d, gate_width, x, w.w_ih, w.b_ih, gates_all);
     let w_hh_t = StepRhs::new(d, MatRef::new(w.w_hh, gate_width, p).t(), w_hh_buf);
     let w_hr_t = w.w_hr.map(|w_hr| StepRhs::new(d, MatRef::new(w_hr, p, h).t(), w_hr_buf));
-    for step in 0..seq_len {
-        let t = time_index(step, seq_len, reverse);
-        let gates = block_mut(gates_all, step_gates, t);
-        let tanh_c = block_mut(tanh_c_all, step_h, t);
-        let ((h_prev, y_t), (c_prev, c)) = if step == 0 {
-            ((h0, block_mut(y, step_y, t)), (c0, block_mut(c_all, step_h, t)))
-        } else {
-            let prev = prev_time_index(step, seq_len, reverse);
-            (block_pair(y, step_y, prev, t), block_pair(c_all, step_h, prev, t))
+    h_n.copy_from_slice(h0);
+    c_n.copy_from_slice(c0);
+    for cur in d.walk(reverse) {
+        let n = cur.rows;
+        let ((y_read, y_t), (c_read, c)) = match d.before(cur, reverse) {
+            None => ((None, &mut y[cur.range(p)]), (None, &mut c_all[cur.range(h)])),
+            Some(prev) => {
+                let (y_read, y_t) = span_pair(y, p, prev, cur);
+                let (c_read, c) = span_pair(c_all, h, prev, cur);
+                ((Some(y_read), y_t), (Some(c_read), c))
+            }
         };
-        w_hh_t.matmul(gates, gate_width, true, MatRef::new(h_prev, b, p));
+        let h_prev = prev_state(y_read, h0, p, n, stage_h);
+        let c_prev = prev_state(c_read, c0, h, n, stage_c);
+        let gates = &mut gates_all[cur.range(gate_width)];
+        let tanh_c = &mut tanh_c_all[cur.range(h)];
+        w_hh_t.matmul(gates, gate_width, true, MatRef::new(h_prev, n, p));
         match &w_hr_t {
             Some(w_hr_t) => {
-                let h_raw = block_mut(h_raw_all, step_h, t);
+                let h_raw = &mut h_raw_all[cur.range(h)];
                 forward_step(h, w.b_hh, gates, c_prev, c, tanh_c, h_raw);
-                w_hr_t.matmul(y_t, p, false, MatRef::new(h_raw, b, h));
+                w_hr_t.matmul(y_t, p, false, MatRef::new(h_raw, n, h));
             }
             None => forward_step(h, w.b_hh, gates, c_prev, c, tanh_c, y_t),
         }
-    }
-    if seq_len == 0 {
-        h_n.copy_from_slice(h0);
-        c_n.copy_from_slice(c0);
-    } else {
-        let last = time_index(seq_len - 1, seq_len, reverse);
-        h_n.copy_from_slice(block(y, step_y, last));
-        c_n.copy_from_slice(block(c_all, step_h, last));
+        take_final(d, reverse, cur, y_t, p, h_n);
+        take_final(d, reverse, cur, c, h, c_n);
     }
 }
 
@@ -208,10 +213,9 @@ pub fn lstm_backward<T: Float>(
     assert_eq!(dc0.len(), c0.len(), "dc0 must be (B, H)");
     assert!(ws.len() >= lstm_workspace_len(d), "workspace shorter than lstm_workspace_len");
     assert!(scratch.len() >= lstm_scratch_len(d), "scratch shorter than lstm_scratch_len");
-    let (seq_len, b, h, p) = (d.seq_len, d.batch, d.hidden_size, d.proj_size);
+    let (b, h, p) = (d.batch, d.hidden_size, d.proj_size);
     let gate_width = GATES * h;
-    let (step_gates, step_h, step_y) = (b * gate_width, b * h, b * p);
-    let rows = seq_len * b;
+    let rows = d.rows();
     let proj = projects(d);
 
     let (gates_all, rest) = ws.split_at(rows * gate_width);
@@ -220,37 +224,43 @@ pub fn lstm_backward<T: Float>(
     let h_raw_all = &rest[..if proj { rows * h } else { 0 }];
     let (dgates_all, rest) = scratch.split_at_mut(rows * gate_width);
     let (dh_all, rest) = rest.split_at_mut(if proj { rows * p } else { 0 });
-    let (dh_raw, rest) = rest.split_at_mut(if proj { step_h } else { 0 });
+    let (dh_raw_buf, rest) = rest.split_at_mut(if proj { b * h } else { 0 });
+    let (gather, rest) = rest.split_at_mut(gather_len(d));
+    let (stage_c, rest) = rest.split_at_mut(stage_len(d, h));
     let (w_hh_buf, w_hr_buf) = rest.split_at_mut(step_rhs_len(d, gate_width, p));
     let w_hh = StepRhs::new(d, MatRef::new(w.w_hh, gate_width, p), w_hh_buf);
     let w_hr = w.w_hr.map(|w_hr| StepRhs::new(d, MatRef::new(w_hr, p, h), w_hr_buf));
 
-    // dh0 / dc0 carry the gradient w.r.t. the state between steps; after step 0 it is theirs.
+    // dh0 / dc0 carry the gradient w.r.t. the state between steps: a sequence's rows start with
+    // dh_n / dc_n at its last step, and after its first step they are its own.
     dh0.copy_from_slice(dh_n);
     dc0.copy_from_slice(dc_n);
-    for step in (0..seq_len).rev() {
-        let t = time_index(step, seq_len, reverse);
-        let c_prev = if step == 0 { c0 } else { block(c_all, step_h, prev_time_index(step, seq_len, reverse)) };
-        let gates = block(gates_all, step_gates, t);
-        let tanh_c = block(tanh_c_all, step_h, t);
-        let dgates = block_mut(dgates_all, step_gates, t);
-        let dy_t = block(dy, step_y, t);
+    for cur in d.walk(reverse).rev() {
+        let n = cur.rows;
+        let c_read = d.before(cur, reverse).map(|prev| &c_all[prev.range(h)]);
+        let c_prev = prev_state(c_read, c0, h, n, stage_c);
+        let gates = &gates_all[cur.range(gate_width)];
+        let tanh_c = &tanh_c_all[cur.range(h)];
+        let dgates = &mut dgates_all[cur.range(gate_width)];
+        let dy_t = &dy[cur.range(p)];
+        let (dh_carry, dc_carry) = (&mut dh0[..n * p], &mut dc0[..n * h]);
         match &w_hr {
             Some(w_hr) => {
-                let dh = block_mut(dh_all, step_y, t);
-                for ((dh, &dy), &carried) in dh.iter_mut().zip(dy_t).zip(dh0.iter()) {
+                let dh = &mut dh_all[cur.range(p)];
+                for ((dh, &dy), &carried) in dh.iter_mut().zip(dy_t).zip(dh_carry.iter()) {
                     *dh = dy + carried;
                 }
-                w_hr.matmul(dh_raw, h, false, MatRef::new(dh, b, p));
-                backward_step(h, gates, c_prev, tanh_c, dh_raw, None, dc0, dgates);
+                let dh_raw = &mut dh_raw_buf[..n * h];
+                w_hr.matmul(dh_raw, h, false, MatRef::new(dh, n, p));
+                backward_step(h, gates, c_prev, tanh_c, dh_raw, None, dc_carry, dgates);
             }
-            None => backward_step(h, gates, c_prev, tanh_c, dh0, Some(dy_t), dc0, dgates),
+            None => backward_step(h, gates, c_prev, tanh_c, dh_carry, Some(dy_t), dc_carry, dgates),
         }
-        w_hh.matmul(dh0, p, false, MatRef::new(dgates, b, gate_width));
+        w_hh.matmul(dh_carry, p, false, MatRef::new(dgates, n, gate_width));
     }
 
     input_grads(d, gate_width, dgates_all, x, w.w_ih, dx, g.dw_ih);
-    hidden_weight_grad(d, gate_width, reverse, dgates_all, y, h0, g.dw_hh);
+    hidden_weight_grad(d, gate_width, reverse, dgates_all, y, h0, g.dw_hh, gather);
     add_column_sums(dgates_all, gate_width, g.db_ih);
     add_column_sums(dgates_all, gate_width, g.db_hh);
     if let Some(dw_hr) = g.dw_hr {
@@ -576,14 +586,15 @@ pub fn lstm_backward_naive<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::super::testing::{
-        assert_close, cast, check_gradients, check_repeatable_and_accumulating, dot, for_each_instruction_set, Rng,
+        assert_close, batch_sizes, cast, check_gradients, check_packed_against_alone,
+        check_repeatable_and_accumulating, dot, for_each_instruction_set, gather_rows, packed_rows, Flat, Rng,
     };
     use super::*;
 
     /// A random problem: inputs, weights and output gradients, all f64.
     #[derive(Clone)]
-    struct Setup {
-        d: Dims,
+    struct Setup<'a> {
+        d: Dims<'a>,
         reverse: bool,
         x: Vec<f64>,
         h0: Vec<f64>,
@@ -598,14 +609,14 @@ mod tests {
         dc_n: Vec<f64>,
     }
 
-    fn dims(seq_len: usize, batch: usize, input_size: usize, hidden_size: usize, proj_size: usize) -> Dims {
-        Dims { seq_len, batch, input_size, hidden_size, proj_size }
+    fn dims(seq_len: usize, batch: usize, input_size: usize, hidden_size: usize, proj_size: usize) -> Dims<'static> {
+        Dims { seq_len, batch, input_size, hidden_size, proj_size, batch_sizes: None }
     }
 
-    impl Setup {
-        fn new(d: Dims, reverse: bool, bias: bool, seed: u64) -> Self {
+    impl<'a> Setup<'a> {
+        fn new(d: Dims<'a>, reverse: bool, bias: bool, seed: u64) -> Self {
             let mut rng = Rng::new(seed);
-            let (t, b, i, h, p) = (d.seq_len, d.batch, d.input_size, d.hidden_size, d.proj_size);
+            let (n, b, i, h, p) = (d.rows(), d.batch, d.input_size, d.hidden_size, d.proj_size);
             let scale = 1.0 / (h as f64).sqrt();
             let mut opt = |on: bool, n: usize, scale: f64| if on { Some(rng.vec(n, scale)) } else { None };
             let b_ih = opt(bias, GATES * h, scale);
@@ -614,7 +625,7 @@ mod tests {
             Self {
                 d,
                 reverse,
-                x: rng.vec(t * b * i, 1.0),
+                x: rng.vec(n * i, 1.0),
                 h0: rng.vec(b * p, 0.5),
                 c0: rng.vec(b * h, 0.5),
                 w_ih: rng.vec(GATES * h * i, scale),
@@ -622,7 +633,7 @@ mod tests {
                 b_ih,
                 b_hh,
                 w_hr,
-                dy: rng.vec(t * b * p, 1.0),
+                dy: rng.vec(n * p, 1.0),
                 dh_n: rng.vec(b * p, 1.0),
                 dc_n: rng.vec(b * h, 1.0),
             }
@@ -736,7 +747,7 @@ mod tests {
         let (dy, dh_n, dc_n) = (cast::<T>(&s.dy), cast::<T>(&s.dh_n), cast::<T>(&s.dc_n));
         let zeros = |n: usize| vec![T::from_f64(grad_init); n];
         let mut out = Outputs {
-            y: zeros(d.seq_len * d.batch * d.proj_size),
+            y: zeros(d.rows() * d.proj_size),
             h_n: zeros(h0.len()),
             c_n: zeros(c0.len()),
             dx: zeros(x.len()),
@@ -774,7 +785,7 @@ mod tests {
     }
 
     /// Every combination the fused kernels must match the naive ones on.
-    fn cases() -> Vec<Setup> {
+    fn cases() -> Vec<Setup<'static>> {
         let mut out = Vec::new();
         let mut seed = 0;
         for (i, h, p) in [(5, 7, 7), (5, 7, 3), (20, 19, 19), (20, 19, 11)] {
@@ -853,5 +864,44 @@ mod tests {
             }
             assert!(out.y.iter().chain(&out.h_n).chain(&out.c_n).all(|v| v.is_finite()));
         }
+    }
+
+    impl Outputs<f64> {
+        fn flat(&self) -> Flat {
+            Flat { y: self.y.clone(), finals: vec![self.h_n.clone(), self.c_n.clone()], grads: self.grads() }
+        }
+    }
+
+    /// Packed sequences of different lengths give, per sequence, what running it alone gives, and
+    /// the padding they leave out costs nothing (no row of it is in any buffer).
+    #[test]
+    fn packed_matches_each_sequence_alone() {
+        let lengths = [9, 9, 6, 2, 2, 1, 1];
+        let sizes = batch_sizes(&lengths);
+        for_each_instruction_set(|isa| {
+            for (p, reverse, bias) in
+                [(6, false, true), (6, true, true), (4, false, true), (4, true, true), (6, true, false)]
+            {
+                let d = Dims { batch_sizes: Some(&sizes), ..dims(9, 7, 3, 6, p) };
+                let s = Setup::new(d, reverse, bias, 21);
+                let packed = run::<f64>(&s, true, 0.0, 1, false).flat();
+                let alone = |b: usize| {
+                    let rows = packed_rows(&lengths, b);
+                    let one = Setup {
+                        d: dims(lengths[b], 1, 3, 6, p),
+                        x: gather_rows(&s.x, 3, &rows),
+                        h0: s.h0[b * p..(b + 1) * p].to_vec(),
+                        c0: s.c0[b * 6..(b + 1) * 6].to_vec(),
+                        dy: gather_rows(&s.dy, p, &rows),
+                        dh_n: s.dh_n[b * p..(b + 1) * p].to_vec(),
+                        dc_n: s.dc_n[b * 6..(b + 1) * 6].to_vec(),
+                        ..s.clone()
+                    };
+                    run::<f64>(&one, false, 0.0, 1, false).flat()
+                };
+                let what = format!("{isa}, P={p}, reverse={reverse}, bias={bias}");
+                check_packed_against_alone(&what, &lengths, &packed, p, 3, &[p, 6], alone, 1e-12);
+            }
+        });
     }
 }

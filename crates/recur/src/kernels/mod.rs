@@ -14,6 +14,12 @@
 //! - `x` is `(T, B, I)`; `y` (the direction's output) is `(T, B, P)`; `y[t]` is the state after
 //!   step `t`, also when the direction runs in reverse (`reverse = true` processes `t = T-1 … 0`);
 //! - `h0`, `h_n` are `(B, P)`; `c0`, `c_n` are `(B, H)` (LSTM only);
+//! - with [`Dims::batch_sizes`] the sequences are *packed* (PyTorch's `PackedSequence` layout):
+//!   sorted by decreasing length, step `t` holds only the `batch_sizes[t]` sequences still running,
+//!   and every `(T, B, ·)` buffer above is instead `(N, ·)`, `N = Σ batch_sizes`, the steps'
+//!   rows one after another. No work is done for the missing (padding) rows: each step's products
+//!   and pointwise pass cover its own rows only. Sequence `b` ends at its own last step, where
+//!   `h_n[b]` (and `c_n[b]`) are taken; in reverse it starts there from `h0[b]`;
 //! - weights use PyTorch's layout and gate order: `w_ih (G·H, I)`, `w_hh (G·H, P)`, `b_ih`, `b_hh`
 //!   `(G·H)`, `w_hr (P, H)`;
 //! - backward *accumulates* (`+=`) into `dx` and every weight gradient (zero them once, llm.c
@@ -120,17 +126,147 @@ impl Float for f64 {
 
 /// The sizes of one direction of one layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Dims {
+pub struct Dims<'a> {
     /// `T`, number of time steps.
     pub seq_len: usize,
-    /// `B`, batch size (may be 0).
+    /// `B`, batch size (may be 0); with `batch_sizes`, the number of sequences (`batch_sizes[0]`).
     pub batch: usize,
+    /// `None` for a full `(T, B)` batch; for packed sequences, how many run at each step:
+    /// `T` values, the first equal to `B`, none zero, never increasing.
+    pub batch_sizes: Option<&'a [usize]>,
     /// `I`, features per input step.
     pub input_size: usize,
     /// `H`, hidden (cell) size.
     pub hidden_size: usize,
     /// `P`, size of the carried and returned `h`: equal to `hidden_size` unless an LSTM projects.
     pub proj_size: usize,
+}
+
+impl Dims<'_> {
+    /// `N`, the rows of a sequence buffer: `T·B`, or `Σ batch_sizes` when packed.
+    pub fn rows(&self) -> usize {
+        match self.batch_sizes {
+            Some(sizes) => sizes.iter().sum(),
+            None => self.seq_len * self.batch,
+        }
+    }
+
+    /// Whether the batch shrinks along the sequence (packed sequences of different lengths).
+    pub fn varying(&self) -> bool {
+        self.batch_sizes.is_some_and(|s| s.last().is_some_and(|&last| last != self.batch))
+    }
+
+    /// The rows of step `t`.
+    #[inline]
+    fn step_rows(&self, t: usize) -> usize {
+        match self.batch_sizes {
+            Some(sizes) => sizes[t],
+            None => self.batch,
+        }
+    }
+
+    /// The steps' row spans in processing order (`t = T−1 … 0` when `reverse`); `.rev()` walks
+    /// them in the order a backward visits them.
+    pub(crate) fn walk(&self, reverse: bool) -> Walk<'_> {
+        Walk { d: *self, reverse, front: (0, 0), back: (self.seq_len, self.rows()) }
+    }
+
+    /// The span processed just before `span`: step `t − 1`, or `t + 1` in reverse.
+    #[inline]
+    pub(crate) fn before(&self, span: Span, reverse: bool) -> Option<Span> {
+        self.neighbour(span, !reverse)
+    }
+
+    /// The span processed just after `span`: step `t + 1`, or `t − 1` in reverse.
+    #[inline]
+    pub(crate) fn after(&self, span: Span, reverse: bool) -> Option<Span> {
+        self.neighbour(span, reverse)
+    }
+
+    /// Step `t − 1` when `earlier`, else step `t + 1`.
+    fn neighbour(&self, span: Span, earlier: bool) -> Option<Span> {
+        if earlier {
+            let t = span.t.checked_sub(1)?;
+            let rows = self.step_rows(t);
+            Some(Span { t, start: span.start - rows, rows })
+        } else {
+            let t = span.t + 1;
+            (t < self.seq_len).then(|| Span { t, start: span.start + span.rows, rows: self.step_rows(t) })
+        }
+    }
+}
+
+/// The rows step `t` occupies in a sequence buffer: `start .. start + rows`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    /// The time step.
+    pub(crate) t: usize,
+    /// Its first row.
+    pub(crate) start: usize,
+    /// Its number of rows (the batch running at `t`).
+    pub(crate) rows: usize,
+}
+
+impl Span {
+    /// The span's elements in a buffer of `width` columns.
+    #[inline(always)]
+    pub(crate) fn range(&self, width: usize) -> std::ops::Range<usize> {
+        self.start * width..(self.start + self.rows) * width
+    }
+}
+
+/// Iterator over the steps' spans in processing order ([`Dims::walk`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Walk<'a> {
+    d: Dims<'a>,
+    reverse: bool,
+    /// `(t, start)` of the next span in time order from the front…
+    front: (usize, usize),
+    /// …and the end `(t, start)` (exclusive) from the back.
+    back: (usize, usize),
+}
+
+impl Walk<'_> {
+    fn next_in_time(&mut self) -> Option<Span> {
+        let (t, start) = self.front;
+        (t < self.back.0).then(|| {
+            let rows = self.d.step_rows(t);
+            self.front = (t + 1, start + rows);
+            Span { t, start, rows }
+        })
+    }
+
+    fn next_back_in_time(&mut self) -> Option<Span> {
+        (self.front.0 < self.back.0).then(|| {
+            let t = self.back.0 - 1;
+            let rows = self.d.step_rows(t);
+            let start = self.back.1 - rows;
+            self.back = (t, start);
+            Span { t, start, rows }
+        })
+    }
+}
+
+impl Iterator for Walk<'_> {
+    type Item = Span;
+
+    fn next(&mut self) -> Option<Span> {
+        if self.reverse {
+            self.next_back_in_time()
+        } else {
+            self.next_in_time()
+        }
+    }
+}
+
+impl DoubleEndedIterator for Walk<'_> {
+    fn next_back(&mut self) -> Option<Span> {
+        if self.reverse {
+            self.next_in_time()
+        } else {
+            self.next_back_in_time()
+        }
+    }
 }
 
 /// The parameters of one direction of one layer (PyTorch layout and gate order).

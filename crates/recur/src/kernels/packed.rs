@@ -642,7 +642,8 @@ mod tests {
 
     #[test]
     fn packing_only_pays_over_enough_steps_and_rows() {
-        let d = |seq_len, batch| Dims { seq_len, batch, input_size: 3, hidden_size: 64, proj_size: 64 };
+        let d =
+            |seq_len, batch| Dims { seq_len, batch, input_size: 3, hidden_size: 64, proj_size: 64, batch_sizes: None };
         for (seq_len, batch, pays) in [(100, 32, true), (8, 2, true), (7, 32, false), (1000, 1, false), (0, 0, false)] {
             assert_eq!(packing_pays(d(seq_len, batch)), pays, "T={seq_len} B={batch}");
             let want = if pays { packed_len(64, 256) } else { 0 };

@@ -14,8 +14,8 @@
 use super::gemm::{matmul_naive, MatRef};
 use super::packed::{step_rhs_len, StepRhs};
 use super::shared::{
-    add_column_sums, block, block_mut, block_pair, hidden_weight_grad, input_grads, pointwise, prev_time_index,
-    project_inputs,
+    add_column_sums, block, block_mut, check_layout, gather_len, hidden_weight_grad, input_grads, pointwise,
+    prev_state, project_inputs, span_pair, stage_len, take_final,
 };
 use super::{time_index, Dims, Float, Grads, Weights};
 
@@ -38,33 +38,36 @@ fn relu<T: Float>(v: T) -> T {
     }
 }
 
-/// Length of the workspace [`rnn_forward`] uses: the packed `W_hhᵀ` when packing pays
-/// ([`packing_pays`](super::packed::packing_pays)), else 0; [`rnn_backward`] reads none of it.
+/// Length of the workspace [`rnn_forward`] uses: `B·H` of staging when packed sequences differ
+/// in length, plus the packed `W_hhᵀ` when packing pays
+/// ([`packing_pays`](super::packed::packing_pays)); [`rnn_backward`] reads none of it.
 pub fn rnn_workspace_len(d: Dims) -> usize {
-    step_rhs_len(d, d.hidden_size, d.hidden_size)
+    stage_len(d, d.hidden_size) + step_rhs_len(d, d.hidden_size, d.hidden_size)
 }
 
-/// Length of the scratch memory [`rnn_backward`] needs: `T·B·H`, plus the packed `W_hh` when
+/// Length of the scratch memory [`rnn_backward`] needs: `N·H` (`N = T·B` rows, or fewer when
+/// packed), plus `N·H` when packed sequences differ in length, plus the packed `W_hh` when
 /// packing pays.
 pub fn rnn_scratch_len(d: Dims) -> usize {
-    d.seq_len * d.batch * d.hidden_size + step_rhs_len(d, d.hidden_size, d.hidden_size)
+    d.rows() * d.hidden_size + gather_len(d) + step_rhs_len(d, d.hidden_size, d.hidden_size)
 }
 
 /// Panics (an internal invariant: the ops layer validates user input) unless every buffer has the
 /// length its documented shape implies.
 fn check_shapes<T>(d: Dims, x: &[T], h0: &[T], w: &Weights<'_, T>, y: usize, h_n: usize) {
-    let (t, b, i, h) = (d.seq_len, d.batch, d.input_size, d.hidden_size);
+    let (n, b, i, h) = (d.rows(), d.batch, d.input_size, d.hidden_size);
+    check_layout(d);
     assert!(h > 0 && d.proj_size == h, "RNN needs proj_size == hidden_size > 0, got {d:?}");
     assert!(w.w_hr.is_none(), "an RNN has no projection");
     assert_eq!(w.b_ih.is_some(), w.b_hh.is_some(), "b_ih and b_hh come together");
-    assert_eq!(x.len(), t * b * i, "x must be (T, B, I)");
+    assert_eq!(x.len(), n * i, "x must be (T, B, I)");
     assert_eq!(h0.len(), b * h, "h0 must be (B, H)");
     assert_eq!(w.w_ih.len(), h * i, "w_ih must be (H, I)");
     assert_eq!(w.w_hh.len(), h * h, "w_hh must be (H, H)");
     for bias in [w.b_ih, w.b_hh].into_iter().flatten() {
         assert_eq!(bias.len(), h, "biases must be (H)");
     }
-    assert_eq!(y, t * b * h, "y must be (T, B, H)");
+    assert_eq!(y, n * h, "y must be (T, B, H)");
     assert_eq!(h_n, b * h, "h_n must be (B, H)");
 }
 
@@ -103,20 +106,24 @@ pub fn rnn_forward<T: Float>(
 ) {
     check_shapes(d, x, h0, &w, y.len(), h_n.len());
     assert!(ws.len() >= rnn_workspace_len(d), "workspace shorter than rnn_workspace_len");
-    let (seq_len, b, h) = (d.seq_len, d.batch, d.hidden_size);
-    let step_h = b * h;
+    let h = d.hidden_size;
+    let (stage_h, w_hh_buf) = ws.split_at_mut(stage_len(d, h));
 
     project_inputs(d, h, x, w.w_ih, w.b_ih, y);
-    let w_hh_t = StepRhs::new(d, MatRef::new(w.w_hh, h, h).t(), ws);
-    for step in 0..seq_len {
-        let t = time_index(step, seq_len, reverse);
-        let (h_prev, y_t) = if step == 0 {
-            (h0, block_mut(y, step_h, t))
-        } else {
-            block_pair(y, step_h, prev_time_index(step, seq_len, reverse), t)
+    let w_hh_t = StepRhs::new(d, MatRef::new(w.w_hh, h, h).t(), w_hh_buf);
+    h_n.copy_from_slice(h0);
+    for cur in d.walk(reverse) {
+        let n = cur.rows;
+        let (y_read, y_t) = match d.before(cur, reverse) {
+            None => (None, &mut y[cur.range(h)]),
+            Some(prev) => {
+                let (read, write) = span_pair(y, h, prev, cur);
+                (Some(read), write)
+            }
         };
-        w_hh_t.matmul(y_t, h, true, MatRef::new(h_prev, b, h));
-        for row in 0..b {
+        let h_prev = prev_state(y_read, h0, h, n, stage_h);
+        w_hh_t.matmul(y_t, h, true, MatRef::new(h_prev, n, h));
+        for row in 0..n {
             let y_row = block_mut(y_t, h, row);
             match (act, w.b_hh) {
                 (Activation::Tanh, Some(bias)) => forward_row::<T, true, false>(h, bias, y_row),
@@ -125,11 +132,7 @@ pub fn rnn_forward<T: Float>(
                 (Activation::Relu, None) => forward_row::<T, false, true>(h, &[], y_row),
             }
         }
-    }
-    if seq_len == 0 {
-        h_n.copy_from_slice(h0);
-    } else {
-        h_n.copy_from_slice(block(y, step_h, time_index(seq_len - 1, seq_len, reverse)));
+        take_final(d, reverse, cur, y_t, h, h_n);
     }
 }
 
@@ -166,30 +169,32 @@ pub fn rnn_backward<T: Float>(
     assert_eq!(dh0.len(), h0.len(), "dh0 must be (B, H)");
     assert!(ws.len() >= rnn_workspace_len(d), "workspace shorter than rnn_workspace_len");
     assert!(scratch.len() >= rnn_scratch_len(d), "scratch shorter than rnn_scratch_len");
-    let (seq_len, b, h) = (d.seq_len, d.batch, d.hidden_size);
-    let step_h = b * h;
-    let (dgates_all, rest) = scratch.split_at_mut(seq_len * step_h);
-    let w_hh = StepRhs::new(d, MatRef::new(w.w_hh, h, h), rest);
+    let h = d.hidden_size;
+    let (dgates_all, rest) = scratch.split_at_mut(d.rows() * h);
+    let (gather, w_hh_buf) = rest.split_at_mut(gather_len(d));
+    let w_hh = StepRhs::new(d, MatRef::new(w.w_hh, h, h), w_hh_buf);
 
-    // dh0 carries the gradient w.r.t. the state between steps; after step 0 it is its own.
+    // dh0 carries the gradient w.r.t. the state between steps: a sequence's rows start with dh_n
+    // at its last step, and after its first step they are its own.
     dh0.copy_from_slice(dh_n);
-    for step in (0..seq_len).rev() {
-        let t = time_index(step, seq_len, reverse);
-        let (y_t, dy_t) = (block(y, step_h, t), block(dy, step_h, t));
-        let dgates = block_mut(dgates_all, step_h, t);
-        for row in 0..b {
-            let (y_row, dy_row, dh_row) = (block(y_t, h, row), block(dy_t, h, row), block(dh0, h, row));
+    for cur in d.walk(reverse).rev() {
+        let n = cur.rows;
+        let (y_t, dy_t) = (&y[cur.range(h)], &dy[cur.range(h)]);
+        let dgates = &mut dgates_all[cur.range(h)];
+        let dh_carry = &mut dh0[..n * h];
+        for row in 0..n {
+            let (y_row, dy_row, dh_row) = (block(y_t, h, row), block(dy_t, h, row), block(dh_carry, h, row));
             let dgates_row = block_mut(dgates, h, row);
             match act {
                 Activation::Tanh => backward_row::<T, false>(h, y_row, dy_row, dh_row, dgates_row),
                 Activation::Relu => backward_row::<T, true>(h, y_row, dy_row, dh_row, dgates_row),
             }
         }
-        w_hh.matmul(dh0, h, false, MatRef::new(dgates, b, h));
+        w_hh.matmul(dh_carry, h, false, MatRef::new(dgates, n, h));
     }
 
     input_grads(d, h, dgates_all, x, w.w_ih, dx, g.dw_ih);
-    hidden_weight_grad(d, h, reverse, dgates_all, y, h0, g.dw_hh);
+    hidden_weight_grad(d, h, reverse, dgates_all, y, h0, g.dw_hh, gather);
     add_column_sums(dgates_all, h, g.db_ih);
     add_column_sums(dgates_all, h, g.db_hh);
 }
@@ -346,14 +351,15 @@ pub fn rnn_backward_naive<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::super::testing::{
-        assert_close, cast, check_gradients, check_repeatable_and_accumulating, dot, for_each_instruction_set, Rng,
+        assert_close, batch_sizes, cast, check_gradients, check_packed_against_alone,
+        check_repeatable_and_accumulating, dot, for_each_instruction_set, gather_rows, packed_rows, Flat, Rng,
     };
     use super::*;
 
     /// A random problem: inputs, weights and output gradients, all f64.
     #[derive(Clone)]
-    struct Setup {
-        d: Dims,
+    struct Setup<'a> {
+        d: Dims<'a>,
         reverse: bool,
         act: Activation,
         x: Vec<f64>,
@@ -366,14 +372,14 @@ mod tests {
         dh_n: Vec<f64>,
     }
 
-    fn dims(seq_len: usize, batch: usize, input_size: usize, hidden_size: usize) -> Dims {
-        Dims { seq_len, batch, input_size, hidden_size, proj_size: hidden_size }
+    fn dims(seq_len: usize, batch: usize, input_size: usize, hidden_size: usize) -> Dims<'static> {
+        Dims { seq_len, batch, input_size, hidden_size, proj_size: hidden_size, batch_sizes: None }
     }
 
-    impl Setup {
-        fn new(d: Dims, reverse: bool, act: Activation, bias: bool, seed: u64) -> Self {
+    impl<'a> Setup<'a> {
+        fn new(d: Dims<'a>, reverse: bool, act: Activation, bias: bool, seed: u64) -> Self {
             let mut rng = Rng::new(seed);
-            let (t, b, i, h) = (d.seq_len, d.batch, d.input_size, d.hidden_size);
+            let (n, b, i, h) = (d.rows(), d.batch, d.input_size, d.hidden_size);
             let scale = 1.0 / (h as f64).sqrt();
             let b_ih = bias.then(|| rng.vec(h, scale));
             let b_hh = bias.then(|| rng.vec(h, scale));
@@ -381,13 +387,13 @@ mod tests {
                 d,
                 reverse,
                 act,
-                x: rng.vec(t * b * i, 1.0),
+                x: rng.vec(n * i, 1.0),
                 h0: rng.vec(b * h, 0.5),
                 w_ih: rng.vec(h * i, scale),
                 w_hh: rng.vec(h * h, scale),
                 b_ih,
                 b_hh,
-                dy: rng.vec(t * b * h, 1.0),
+                dy: rng.vec(n * h, 1.0),
                 dh_n: rng.vec(b * h, 1.0),
             }
         }
@@ -535,7 +541,7 @@ mod tests {
     }
 
     /// Every combination the fused kernels must match the naive ones on.
-    fn cases() -> Vec<Setup> {
+    fn cases() -> Vec<Setup<'static>> {
         let mut out = Vec::new();
         let mut seed = 0;
         for (i, h) in [(5, 7), (20, 19)] {
@@ -635,5 +641,52 @@ mod tests {
         assert!(relu(f64::NAN).is_nan());
         assert_eq!(relu(-1.0f32), 0.0);
         assert_eq!(relu(2.0f32), 2.0);
+    }
+
+    impl Outputs<f64> {
+        fn flat(&self) -> Flat {
+            Flat { y: self.y.clone(), finals: vec![self.h_n.clone()], grads: self.grads() }
+        }
+    }
+
+    /// Packed sequences of different lengths give, per sequence, what running it alone gives.
+    #[test]
+    fn packed_matches_each_sequence_alone() {
+        let lengths = [9, 9, 6, 2, 2, 1, 1];
+        let sizes = batch_sizes(&lengths);
+        for_each_instruction_set(|isa| {
+            for (reverse, bias, act) in [
+                (false, true, Activation::Tanh),
+                (true, true, Activation::Tanh),
+                (true, false, Activation::Relu),
+                (false, true, Activation::Relu),
+            ] {
+                let d = Dims { batch_sizes: Some(&sizes), ..dims(9, 7, 3, 5) };
+                let s = Setup::new(d, reverse, act, bias, 23);
+                let packed = run::<f64>(&s, true, 0.0, 1, false).flat();
+                let alone = |b: usize| {
+                    let rows = packed_rows(&lengths, b);
+                    let one = Setup {
+                        d: dims(lengths[b], 1, 3, 5),
+                        x: gather_rows(&s.x, 3, &rows),
+                        h0: s.h0[b * 5..(b + 1) * 5].to_vec(),
+                        dy: gather_rows(&s.dy, 5, &rows),
+                        dh_n: s.dh_n[b * 5..(b + 1) * 5].to_vec(),
+                        ..s.clone()
+                    };
+                    run::<f64>(&one, false, 0.0, 1, false).flat()
+                };
+                check_packed_against_alone(
+                    &format!("{isa}, reverse={reverse}, bias={bias}, {act:?}"),
+                    &lengths,
+                    &packed,
+                    5,
+                    3,
+                    &[5],
+                    alone,
+                    1e-12,
+                );
+            }
+        });
     }
 }

@@ -3,21 +3,67 @@
 //! passes.
 
 use super::gemm::{matmul, MatRef};
-use super::{time_index, Dims, Float};
+use super::{Dims, Float, Span};
 
-/// Block `read` (shared) and block `write` (mutable) of `buf`, cut into blocks of `len`.
+/// The rows of span `read` (shared) and of span `write` (mutable) of `buf`, `width` columns.
 ///
 /// Used to read the previous step's state while writing this step's, from one buffer.
 #[inline]
-pub(super) fn block_pair<T>(buf: &mut [T], len: usize, read: usize, write: usize) -> (&[T], &mut [T]) {
-    assert_ne!(read, write, "a step cannot read the block it writes");
-    if read < write {
-        let (before, from_write) = buf.split_at_mut(write * len);
-        (&before[read * len..(read + 1) * len], &mut from_write[..len])
+pub(super) fn span_pair<T>(buf: &mut [T], width: usize, read: Span, write: Span) -> (&[T], &mut [T]) {
+    let (r, w) = (read.range(width), write.range(width));
+    if r.end <= w.start {
+        let (before, from_write) = buf.split_at_mut(w.start);
+        (&before[r], &mut from_write[..w.len()])
     } else {
-        let (before, from_read) = buf.split_at_mut(read * len);
-        (&from_read[..len], &mut before[write * len..(write + 1) * len])
+        assert!(w.end <= r.start, "a step cannot read the rows it writes");
+        let (before, from_read) = buf.split_at_mut(r.start);
+        (&from_read[..r.len()], &mut before[w])
     }
+}
+
+/// The state a step of `rows` rows starts from: the first rows of the previous step's output
+/// `read`, or `init` (`h0`, `c0`) for the first step. When the previous step ran fewer rows
+/// (packed sequences in reverse, where sequences join as the walk goes back in time), the joining
+/// rows start from `init` and both parts are gathered into `stage`.
+#[inline]
+pub(super) fn prev_state<'a, T: Copy>(
+    read: Option<&'a [T]>,
+    init: &'a [T],
+    width: usize,
+    rows: usize,
+    stage: &'a mut [T],
+) -> &'a [T] {
+    let len = rows * width;
+    match read {
+        None => &init[..len],
+        Some(read) if read.len() >= len => &read[..len],
+        Some(read) => {
+            let stage = &mut stage[..len];
+            stage[..read.len()].copy_from_slice(read);
+            stage[read.len()..].copy_from_slice(&init[read.len()..len]);
+            stage
+        }
+    }
+}
+
+/// Panics (an internal invariant: the ops layer validates user input) unless `batch_sizes`, when
+/// given, describes packed sequences: `T` values, the first `B`, none zero, never increasing.
+pub(super) fn check_layout(d: Dims) {
+    if let Some(sizes) = d.batch_sizes {
+        assert_eq!(sizes.len(), d.seq_len, "batch_sizes must have T entries");
+        assert!(sizes.first().is_none_or(|&first| first == d.batch), "batch_sizes[0] must be B");
+        assert!(sizes.iter().all(|&s| s > 0), "batch_sizes must not hold 0");
+        assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "batch_sizes must not increase");
+    }
+}
+
+/// After step `cur`, copies into `fin (B, width)` the rows of its output `out (cur.rows, width)`
+/// whose sequences end at this step: all of them at the last step; with packed sequences running
+/// forward, also those absent from the next step.
+#[inline]
+pub(super) fn take_final<T: Copy>(d: Dims, reverse: bool, cur: Span, out: &[T], width: usize, fin: &mut [T]) {
+    let next_rows = d.after(cur, reverse).map_or(0, |next| next.rows.min(cur.rows));
+    fin[next_rows * width..cur.rows * width].copy_from_slice(&out[next_rows * width..cur.rows * width]);
 }
 
 /// Block `index` of `buf` cut into blocks of `len`.
@@ -32,13 +78,7 @@ pub(super) fn block_mut<T>(buf: &mut [T], len: usize, index: usize) -> &mut [T] 
     &mut buf[index * len..(index + 1) * len]
 }
 
-/// The time index of the step processed before the one at loop position `step > 0`.
-#[inline(always)]
-pub(super) fn prev_time_index(step: usize, seq_len: usize, reverse: bool) -> usize {
-    time_index(step - 1, seq_len, reverse)
-}
-
-/// `gates (T·B, G·H) = x (T·B, I) · w_ihᵀ + b_ih`: the input projection of every step at once.
+/// `gates (N, G·H) = x (N, I) · w_ihᵀ + b_ih`: the input projection of every step at once.
 pub(super) fn project_inputs<T: Float>(
     d: Dims,
     gate_width: usize,
@@ -47,7 +87,7 @@ pub(super) fn project_inputs<T: Float>(
     b_ih: Option<&[T]>,
     gates: &mut [T],
 ) {
-    let rows = d.seq_len * d.batch;
+    let rows = d.rows();
     let gates = &mut gates[..rows * gate_width];
     if let Some(bias) = b_ih {
         for row in gates.chunks_exact_mut(gate_width) {
@@ -63,8 +103,8 @@ pub(super) fn project_inputs<T: Float>(
     );
 }
 
-/// After the time loop, the input side of the backward over all `T·B` rows at once:
-/// `dx (T·B, I) += dgates · w_ih` and `dw_ih (G·H, I) += dgatesᵀ · x`.
+/// After the time loop, the input side of the backward over all `N` rows at once:
+/// `dx (N, I) += dgates · w_ih` and `dw_ih (G·H, I) += dgatesᵀ · x`.
 pub(super) fn input_grads<T: Float>(
     d: Dims,
     gate_width: usize,
@@ -74,15 +114,40 @@ pub(super) fn input_grads<T: Float>(
     dx: &mut [T],
     dw_ih: &mut [T],
 ) {
-    let rows = d.seq_len * d.batch;
+    let rows = d.rows();
     let dgates = MatRef::new(&dgates[..rows * gate_width], rows, gate_width);
     matmul(dx, d.input_size, true, dgates, MatRef::new(w_ih, gate_width, d.input_size));
     matmul(dw_ih, d.input_size, true, dgates.t(), MatRef::new(x, rows, d.input_size));
 }
 
+/// Length of the `gather` buffer [`hidden_weight_grad`] needs: `N·P` when the batch shrinks
+/// along the sequence, else 0.
+pub(super) fn gather_len(d: Dims) -> usize {
+    if d.varying() {
+        d.rows() * d.proj_size
+    } else {
+        0
+    }
+}
+
+/// Length of one step's staging buffer for a state of `width` columns ([`prev_state`]): `B·width`
+/// when the batch shrinks along the sequence, else 0.
+pub(super) fn stage_len(d: Dims, width: usize) -> usize {
+    if d.varying() {
+        d.batch * width
+    } else {
+        0
+    }
+}
+
 /// `dw_hh (G·H, P) += Σ_t dgates[t]ᵀ · h_prev(t)`, where `h_prev(t)` is `y` of the step processed
-/// before `t`, or `h0` for the first. The `T − 1` steps that read `y` are contiguous in `y` (shifted
-/// by one block), so they take one product, and the step that read `h0` a second, small one.
+/// before `t`, or `h0` for the first.
+///
+/// With a full batch, the `T − 1` steps that read `y` are contiguous in `y` (shifted by one
+/// block), so they take one product, and the step that read `h0` a second, small one. When the
+/// batch shrinks, every step's `h_prev` is first gathered into `gather` (length [`gather_len`]),
+/// then one product covers all steps.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn hidden_weight_grad<T: Float>(
     d: Dims,
     gate_width: usize,
@@ -91,11 +156,29 @@ pub(super) fn hidden_weight_grad<T: Float>(
     y: &[T],
     h0: &[T],
     dw_hh: &mut [T],
+    gather: &mut [T],
 ) {
     if d.seq_len == 0 {
         return;
     }
     let (b, p) = (d.batch, d.proj_size);
+    let dw_hh = &mut dw_hh[..gate_width * p];
+    if d.varying() {
+        let rows = d.rows();
+        let gather = &mut gather[..rows * p];
+        for cur in d.walk(reverse) {
+            let dst = &mut gather[cur.range(p)];
+            let read = d.before(cur, reverse).map(|prev| &y[prev.range(p)]);
+            let copied = read.map_or(0, |r| r.len().min(dst.len()));
+            if let Some(read) = read {
+                dst[..copied].copy_from_slice(&read[..copied]);
+            }
+            dst[copied..].copy_from_slice(&h0[copied..cur.rows * p]);
+        }
+        let dgates = MatRef::new(&dgates[..rows * gate_width], rows, gate_width);
+        matmul(dw_hh, p, true, dgates.t(), MatRef::new(gather, rows, p));
+        return;
+    }
     let step_gates = b * gate_width;
     let shifted_rows = (d.seq_len - 1) * b;
     // Forward: step t ≥ 1 read y[t − 1]. Reverse: step t ≤ T − 2 read y[t + 1].
@@ -104,7 +187,6 @@ pub(super) fn hidden_weight_grad<T: Float>(
     } else {
         (&dgates[step_gates..d.seq_len * step_gates], &y[..shifted_rows * p], &dgates[..step_gates])
     };
-    let dw_hh = &mut dw_hh[..gate_width * p];
     matmul(
         dw_hh,
         p,

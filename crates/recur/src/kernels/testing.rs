@@ -136,3 +136,71 @@ pub(super) fn dot(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
+
+/// `batch_sizes` of packed sequences of `lengths` (sorted by decreasing length).
+pub(super) fn batch_sizes(lengths: &[usize]) -> Vec<usize> {
+    assert!(lengths.windows(2).all(|w| w[0] >= w[1]), "lengths must be sorted");
+    let steps = lengths.first().copied().unwrap_or(0);
+    (0..steps).map(|t| lengths.iter().filter(|&&len| len > t).count()).collect()
+}
+
+/// The packed rows of sequence `b`, in time order.
+pub(super) fn packed_rows(lengths: &[usize], b: usize) -> Vec<usize> {
+    let sizes = batch_sizes(lengths);
+    let starts: Vec<usize> = sizes.iter().scan(0, |at, &n| Some(std::mem::replace(at, *at + n))).collect();
+    (0..lengths[b]).map(|t| starts[t] + b).collect()
+}
+
+/// The rows `rows` of `buf` (`width` columns), one after another.
+pub(super) fn gather_rows(buf: &[f64], width: usize, rows: &[usize]) -> Vec<f64> {
+    rows.iter().flat_map(|&r| buf[r * width..(r + 1) * width].iter().copied()).collect()
+}
+
+/// The results of one run, as f64: the output `y`, the final states (`h_n`, then `c_n` for an
+/// LSTM, each `(B, width)`), and the gradients in the order `[dx, d(initial states)…, d(weights)…]`.
+pub(super) struct Flat {
+    pub(super) y: Vec<f64>,
+    pub(super) finals: Vec<Vec<f64>>,
+    pub(super) grads: Vec<Vec<f64>>,
+}
+
+/// Holds a run over packed sequences of `lengths` to running every sequence alone (`alone(b)`,
+/// batch 1, on its own rows): outputs, final states and input/state gradients per sequence, and
+/// the weight gradients summed over the sequences, within `tol`. `y_width`, `x_width` and
+/// `state_widths` are the columns of `y`, `x` and each state.
+pub(super) fn check_packed_against_alone(
+    what: &str,
+    lengths: &[usize],
+    packed: &Flat,
+    y_width: usize,
+    x_width: usize,
+    state_widths: &[usize],
+    alone: impl Fn(usize) -> Flat,
+    tol: f64,
+) {
+    let states = state_widths.len();
+    let mut weight_sums: Vec<Vec<f64>> = packed.grads[1 + states..].iter().map(|g| vec![0.0; g.len()]).collect();
+    for b in 0..lengths.len() {
+        let one = alone(b);
+        let rows = packed_rows(lengths, b);
+        let at = format!("{what}, sequence {b} (length {})", lengths[b]);
+        assert_close(&format!("{at}: y"), &gather_rows(&packed.y, y_width, &rows), &one.y, tol);
+        assert_close(&format!("{at}: dx"), &gather_rows(&packed.grads[0], x_width, &rows), &one.grads[0], tol);
+        for (k, &w) in state_widths.iter().enumerate() {
+            let row = |v: &[f64]| v[b * w..(b + 1) * w].to_vec();
+            assert_close(&format!("{at}: final state {k}"), &row(&packed.finals[k]), &one.finals[k], tol);
+            assert_close(
+                &format!("{at}: initial state gradient {k}"),
+                &row(&packed.grads[1 + k]),
+                &one.grads[1 + k],
+                tol,
+            );
+        }
+        for (sum, g) in weight_sums.iter_mut().zip(&one.grads[1 + states..]) {
+            sum.iter_mut().zip(g).for_each(|(s, v)| *s += v);
+        }
+    }
+    for (k, (sum, got)) in weight_sums.iter().zip(&packed.grads[1 + states..]).enumerate() {
+        assert_close(&format!("{what}: weight gradient {k}, summed over sequences"), got, sum, tol);
+    }
+}

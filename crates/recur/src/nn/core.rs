@@ -293,8 +293,15 @@ impl Core {
         let mut h_n = Vec::with_capacity(cfg.num_layers);
         let mut c_n = Vec::with_capacity(cfg.num_layers);
         for (layer, params) in self.layers.iter().enumerate() {
-            let dims = Dims { seq_len, batch, input_size: layer_input.dim(2)?, hidden_size: h, proj_size: p };
-            let spec = LayerSpec { kind: cfg.kind, dims, directions: dirs, bias: cfg.bias };
+            let dims = Dims {
+                seq_len,
+                batch,
+                input_size: layer_input.dim(2)?,
+                hidden_size: h,
+                proj_size: p,
+                batch_sizes: None,
+            };
+            let spec = LayerSpec { kind: cfg.kind, sizes: dims, batch_sizes: None, directions: dirs, bias: cfg.bias };
             let mut state_parts = vec![h0.narrow(0, layer * dirs, dirs)?.flatten_all()?];
             if let Some(c0) = &c0 {
                 state_parts.push(c0.narrow(0, layer * dirs, dirs)?.flatten_all()?);

@@ -1,19 +1,20 @@
 //! One recurrent layer (all its directions) as a candle custom op with a hand-derived backward.
 //!
 //! The op takes three tensors and returns one, so that it fits candle's `CustomOp3`:
-//! - `x`: the layer input, `(T, B, I)`, contiguous;
+//! - `x`: the layer input, `(T, B, I)` (or `(N, I)` for packed sequences), contiguous;
 //! - `state`: the flat initial state, `[h0 (D, B, P) | c0 (D, B, H)]` (`c0` for LSTM only);
 //! - `params`: the flat parameters, per direction in PyTorch's registration order
 //!   `[w_ih, w_hh, (b_ih, b_hh), (w_hr)]`;
 //!
-//! It returns the flat `[y (T, B, D·P) | h_n (D, B, P) | c_n (D, B, H)]`, which the caller narrows
+//! It returns the flat `[y (T, B, D·P) | h_n (D, B, P) | c_n (D, B, H)]` (`y (N, D·P)` when
+//! packed; `h_n` and `c_n` are then taken at each sequence's own last step), which the caller narrows
 //! into its parts (candle's narrow is differentiable, so gradients of any part arrive here).
 //!
 //! The forward keeps what the backward needs (the kernels' workspaces) inside the op, which lives in
 //! the autograd graph as long as the output does; the backward reads it without changing it, so
 //! backward can run any number of times over one forward and give the same gradients.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, StorageRef, Tensor};
@@ -49,10 +50,13 @@ impl CellKind {
 }
 
 /// The static description of one layer.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct LayerSpec {
     pub(crate) kind: CellKind,
-    pub(crate) dims: Dims,
+    /// The sizes, with `batch_sizes: None`; see [`LayerSpec::dims`].
+    pub(crate) sizes: Dims<'static>,
+    /// For packed sequences, how many run at each step (see [`Dims::batch_sizes`]).
+    pub(crate) batch_sizes: Option<Arc<[usize]>>,
     pub(crate) directions: usize,
     pub(crate) bias: bool,
 }
@@ -69,12 +73,17 @@ struct ParamOffsets {
 }
 
 impl LayerSpec {
+    /// The kernels' description of one direction.
+    pub(crate) fn dims(&self) -> Dims<'_> {
+        Dims { batch_sizes: self.batch_sizes.as_deref(), ..self.sizes }
+    }
+
     fn projects(&self) -> bool {
-        self.kind == CellKind::Lstm && self.dims.proj_size != self.dims.hidden_size
+        self.kind == CellKind::Lstm && self.sizes.proj_size != self.sizes.hidden_size
     }
 
     fn offsets(&self) -> ParamOffsets {
-        let d = self.dims;
+        let d = self.sizes;
         let gh = self.kind.gates() * d.hidden_size;
         let mut at = 0;
         let mut take = |n: usize| {
@@ -95,12 +104,12 @@ impl LayerSpec {
     }
 
     fn h_len(&self) -> usize {
-        self.dims.batch * self.dims.proj_size
+        self.sizes.batch * self.sizes.proj_size
     }
 
     fn c_len(&self) -> usize {
         if self.kind.has_cell_state() {
-            self.dims.batch * self.dims.hidden_size
+            self.sizes.batch * self.sizes.hidden_size
         } else {
             0
         }
@@ -111,8 +120,13 @@ impl LayerSpec {
         self.directions * (self.h_len() + self.c_len())
     }
 
+    /// Rows of the input and output: `T·B`, or `N` when packed.
+    pub(crate) fn rows(&self) -> usize {
+        self.dims().rows()
+    }
+
     fn y_len(&self) -> usize {
-        self.dims.seq_len * self.dims.batch * self.directions * self.dims.proj_size
+        self.rows() * self.directions * self.sizes.proj_size
     }
 
     /// Length of the flat output vector.
@@ -122,17 +136,17 @@ impl LayerSpec {
 
     fn workspace_len(&self) -> usize {
         match self.kind {
-            CellKind::Rnn(_) => rnn::rnn_workspace_len(self.dims),
-            CellKind::Lstm => lstm::lstm_workspace_len(self.dims),
-            CellKind::Gru => gru::gru_workspace_len(self.dims),
+            CellKind::Rnn(_) => rnn::rnn_workspace_len(self.dims()),
+            CellKind::Lstm => lstm::lstm_workspace_len(self.dims()),
+            CellKind::Gru => gru::gru_workspace_len(self.dims()),
         }
     }
 
     fn scratch_len(&self) -> usize {
         match self.kind {
-            CellKind::Rnn(_) => rnn::rnn_scratch_len(self.dims),
-            CellKind::Lstm => lstm::lstm_scratch_len(self.dims),
-            CellKind::Gru => gru::gru_scratch_len(self.dims),
+            CellKind::Rnn(_) => rnn::rnn_scratch_len(self.dims()),
+            CellKind::Lstm => lstm::lstm_scratch_len(self.dims()),
+            CellKind::Gru => gru::gru_scratch_len(self.dims()),
         }
     }
 
@@ -151,10 +165,9 @@ impl LayerSpec {
 
     /// Whether the two directions should run on two threads.
     fn concurrent(&self) -> bool {
-        let d = self.dims;
         self.directions == 2
             && gemm::num_threads() > 1
-            && d.seq_len * d.batch * d.hidden_size * self.kind.gates() >= 1 << 14
+            && self.rows() * self.sizes.hidden_size * self.kind.gates() >= 1 << 14
     }
 }
 
@@ -228,8 +241,8 @@ impl FusedLayer {
     }
 
     fn forward<T: Element>(&self, x: &[T], state: &[T], params: &[T]) -> (Vec<T>, Vec<Vec<T>>) {
-        let spec = self.spec;
-        let d = spec.dims;
+        let spec = &self.spec;
+        let d = spec.dims();
         let (dirs, p) = (spec.directions, d.proj_size);
         let mut out = vec![T::ZERO; spec.out_len()];
         let mut workspaces: Vec<Vec<T>> = (0..dirs).map(|_| vec![T::ZERO; spec.workspace_len()]).collect();
@@ -277,7 +290,7 @@ impl FusedLayer {
             }
         }
         if dirs == 2 {
-            let rows = d.seq_len * d.batch;
+            let rows = d.rows();
             for r in 0..rows {
                 for (dir, y) in y_dirs.iter().enumerate() {
                     y_all[r * 2 * p + dir * p..r * 2 * p + (dir + 1) * p].copy_from_slice(&y[r * p..(r + 1) * p]);
@@ -297,10 +310,10 @@ impl FusedLayer {
         grad: &[T],
         workspaces: &[Vec<T>],
     ) -> (Vec<T>, Vec<T>, Vec<T>) {
-        let spec = self.spec;
-        let d = spec.dims;
+        let spec = &self.spec;
+        let d = spec.dims();
         let (dirs, p) = (spec.directions, d.proj_size);
-        let rows = d.seq_len * d.batch;
+        let rows = d.rows();
         let x_len = rows * d.input_size;
         let mut dstate = vec![T::ZERO; spec.state_len()];
         let mut dparams = vec![T::ZERO; spec.params_len()];
@@ -447,8 +460,7 @@ fn contiguous<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> c
 
 impl FusedLayer {
     fn check_lengths(&self, x: usize, state: usize, params: usize) -> candle_core::Result<()> {
-        let d = self.spec.dims;
-        let want = (d.seq_len * d.batch * d.input_size, self.spec.state_len(), self.spec.params_len());
+        let want = (self.spec.rows() * self.spec.sizes.input_size, self.spec.state_len(), self.spec.params_len());
         if (x, state, params) != want {
             candle_core::bail!(
                 "internal error: fused recurrent op sizes (x, state, params) = {:?}, expected {:?}",
