@@ -168,6 +168,7 @@ pub(super) struct Flat {
 /// batch 1, on its own rows): outputs, final states and input/state gradients per sequence, and
 /// the weight gradients summed over the sequences, within `tol`. `y_width`, `x_width` and
 /// `state_widths` are the columns of `y`, `x` and each state.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn check_packed_against_alone(
     what: &str,
     lengths: &[usize],
