@@ -38,6 +38,8 @@ pub use error::{Error, Result};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub use kernels::gemm::{num_threads, set_num_threads};
 pub use nn::{
-    seeded_var_builder, Gru, GruCell, GruCellConfig, GruConfig, Lstm, LstmCell, LstmCellConfig, LstmConfig,
-    Nonlinearity, Recurrent, Rnn, RnnCell, RnnCellConfig, RnnConfig, State,
+    lengths_from_mask, pack_padded_sequence, pack_sequence, pad_packed_sequence, pad_sequence, seeded_var_builder,
+    unpack_sequence, unpad_sequence, Gru, GruCell, GruCellConfig, GruConfig, Lstm, LstmCell, LstmCellConfig,
+    LstmConfig, Nonlinearity, PackedSequence, Padding, PaddingSide, Recurrent, Rnn, RnnCell, RnnCellConfig, RnnConfig,
+    State,
 };

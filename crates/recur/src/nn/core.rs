@@ -10,7 +10,10 @@ use candle_nn::{Init, VarBuilder};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use std::sync::Arc;
+
 use crate::kernels::Dims;
+use crate::nn::packed::{Layout, PackedSequence, Padding};
 use crate::nn::State;
 use crate::ops::fused::{CellKind, FusedLayer, LayerSpec};
 use crate::{Error, Result};
@@ -232,6 +235,122 @@ impl Core {
             ));
         }
         let unbatched = rank == 2;
+        self.check_inputs(input, state, unbatched)?;
+        let input = if grad { input.clone() } else { input.detach() };
+        let x = if unbatched {
+            input.unsqueeze(1)?
+        } else if cfg.batch_first {
+            input.transpose(0, 1)?
+        } else {
+            input.clone()
+        };
+        let (seq_len, batch, features) = x.dims3()?;
+        self.check_features(features)?;
+        let (h0, c0) = self.initial_state(state, unbatched, batch, grad)?;
+        if seq_len == 0 {
+            return Err(Error::shape(
+                name,
+                "Expected sequence length to be larger than 0 in RNN",
+                "drop empty sequences before calling the layer",
+            ));
+        }
+        let rows = x.contiguous()?.reshape((seq_len * batch, features))?;
+        let (y, mut h_n, mut c_n) = self.run(rows, seq_len, batch, None, &h0, c0.as_ref(), grad)?;
+        let mut output = y.reshape((seq_len, batch, self.output_size()))?;
+        if unbatched {
+            output = output.squeeze(1)?;
+            h_n = h_n.squeeze(1)?;
+            c_n = c_n.map(|c| c.squeeze(1)).transpose()?;
+        } else if cfg.batch_first {
+            output = output.transpose(0, 1)?.contiguous()?;
+        }
+        Ok((output, State { h: h_n, c: c_n }))
+    }
+
+    /// Runs the stack over a packed batch; the state comes and goes in the caller's order.
+    pub(crate) fn forward_packed(
+        &self,
+        packed: &PackedSequence,
+        state: Option<&State>,
+        grad: bool,
+    ) -> Result<(PackedSequence, State)> {
+        let data = packed.data();
+        if data.rank() != 2 {
+            return Err(Error::shape(
+                self.cfg.name,
+                format!("packed input data must be 2-D (N, input_size), got shape {:?}", data.dims()),
+                "pack a padded batch of shape (T, B, input_size)",
+            ));
+        }
+        self.check_inputs(data, state, false)?;
+        self.check_features(data.dim(1)?)?;
+        let batch = packed.batch();
+        let (h0, c0) = self.initial_state(state, false, batch, grad)?;
+        let data = if grad { data.clone() } else { data.detach() };
+        let order: Vec<u32> = packed.order().into_iter().map(|b| b as u32).collect();
+        let order = Tensor::new(order, &self.device)?;
+        let (h0, c0) = (h0.index_select(&order, 1)?, c0.map(|c| c.index_select(&order, 1)).transpose()?);
+        let sizes: Arc<[usize]> = packed.batch_sizes().into();
+        let (y, h_n, c_n) =
+            self.run(data.contiguous()?, packed.max_len(), batch, Some(sizes), &h0, c0.as_ref(), grad)?;
+        let state = match packed.unsorted_indices() {
+            Some(unsorted) => {
+                let unorder = Tensor::new(unsorted.iter().map(|&j| j as u32).collect::<Vec<_>>(), &self.device)?;
+                State { h: h_n.index_select(&unorder, 1)?, c: c_n.map(|c| c.index_select(&unorder, 1)).transpose()? }
+            }
+            None => State { h: h_n, c: c_n },
+        };
+        Ok((packed.with_data(y)?, state))
+    }
+
+    /// Runs the stack over a padded batch of sequences of given lengths, packed internally (no
+    /// work on padding); padded output positions hold `padding.value`; states in the caller's
+    /// order, each sequence's final state taken at its own last step.
+    pub(crate) fn forward_padded(
+        &self,
+        input: &Tensor,
+        padding: &Padding<'_>,
+        state: Option<&State>,
+        grad: bool,
+    ) -> Result<(Tensor, State)> {
+        let cfg = &self.cfg;
+        if input.rank() != 3 {
+            return Err(Error::shape(
+                cfg.name,
+                format!("a padded batch must be 3-D, got {}D (shape {:?})", input.rank(), input.dims()),
+                if cfg.batch_first {
+                    "pass (B, T, input_size); for one sequence use forward, or unsqueeze(0)"
+                } else {
+                    "pass (T, B, input_size); for one sequence use forward, or unsqueeze(1)"
+                },
+            ));
+        }
+        self.check_inputs(input, state, false)?;
+        let (a, b, features) = input.dims3()?;
+        self.check_features(features)?;
+        let (steps, batch) = if cfg.batch_first { (b, a) } else { (a, b) };
+        let layout = Layout::new(cfg.name, steps, batch, cfg.batch_first, padding.side, padding.lengths)?;
+        let (h0, c0) = self.initial_state(state, false, batch, grad)?;
+        let input = if grad { input.clone() } else { input.detach() };
+        let data = layout.pack(&input)?;
+        let order = layout.order_index(&self.device)?;
+        let (h0, c0) = (h0.index_select(&order, 1)?, c0.map(|c| c.index_select(&order, 1)).transpose()?);
+        let sizes: Arc<[usize]> = layout.batch_sizes.as_slice().into();
+        let (y, h_n, c_n) = self.run(data, layout.batch_sizes.len(), batch, Some(sizes), &h0, c0.as_ref(), grad)?;
+        let output = layout.pad(&y, padding.value)?;
+        let unorder = layout.unorder_index(&self.device)?;
+        let state =
+            State { h: h_n.index_select(&unorder, 1)?, c: c_n.map(|c| c.index_select(&unorder, 1)).transpose()? };
+        Ok((output, state))
+    }
+
+    /// `D · H_out`, the width of the output.
+    pub(crate) fn output_size(&self) -> usize {
+        self.cfg.directions() * self.cfg.output_hidden()
+    }
+
+    /// Checks the input's and the state's dtype and device and the state's rank.
+    fn check_inputs(&self, input: &Tensor, state: Option<&State>, unbatched: bool) -> Result<()> {
         if let Some(state) = state {
             self.check_state_ranks(state, unbatched)?;
         }
@@ -242,26 +361,34 @@ impl Core {
                 self.check_tensor(c, "c0")?;
             }
         }
-        let input = if grad { input.clone() } else { input.detach() };
-        let x = if unbatched {
-            input.unsqueeze(1)?
-        } else if cfg.batch_first {
-            input.transpose(0, 1)?
-        } else {
-            input.clone()
-        };
-        let (seq_len, batch, features) = x.dims3()?;
-        if features != cfg.input_size {
+        Ok(())
+    }
+
+    fn check_features(&self, features: usize) -> Result<()> {
+        let want = self.cfg.input_size;
+        if features != want {
             return Err(Error::shape(
-                name,
-                format!("input.size(-1) must be equal to input_size. Expected {}, got {features}", cfg.input_size),
-                format!("feed {} features per step, or build the layer with input_size = {features}", cfg.input_size),
+                self.cfg.name,
+                format!("input.size(-1) must be equal to input_size. Expected {want}, got {features}"),
+                format!("feed {want} features per step, or build the layer with input_size = {features}"),
             ));
         }
-        let dirs = cfg.directions();
+        Ok(())
+    }
+
+    /// The initial state `(L·D, B, ·)`, checked, contiguous, detached without `grad`; zeros when
+    /// not given.
+    fn initial_state(
+        &self,
+        state: Option<&State>,
+        unbatched: bool,
+        batch: usize,
+        grad: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let cfg = &self.cfg;
         let (p, h) = (cfg.output_hidden(), cfg.hidden_size);
-        let lead = cfg.num_layers * dirs;
-        let (h0, c0) = match state {
+        let lead = cfg.num_layers * cfg.directions();
+        Ok(match state {
             Some(state) => {
                 let h0 = self.check_state_shape(&state.h, unbatched, [lead, batch, p], 0)?;
                 let c0 = match &state.c {
@@ -279,55 +406,63 @@ impl Core {
                 let c0 = if cfg.kind.has_cell_state() { Some(zeros(h)?) } else { None };
                 (zeros(p)?, c0)
             }
-        };
-        if seq_len == 0 {
-            return Err(Error::shape(
-                name,
-                "Expected sequence length to be larger than 0 in RNN",
-                "drop empty sequences before calling the layer",
-            ));
-        }
+        })
+    }
+
+    /// The stack over input rows `x (N, I)`: `T·B` rows time-major, or packed with `batch_sizes`;
+    /// `h0`, `c0` `(L·D, B, ·)` in the rows' batch order. Returns `y (N, D·P)`, `h_n`, `c_n`.
+    /// Without `grad` the parameters are detached (the caller detached the inputs), so nothing
+    /// joins the graph.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        x: Tensor,
+        seq_len: usize,
+        batch: usize,
+        batch_sizes: Option<Arc<[usize]>>,
+        h0: &Tensor,
+        c0: Option<&Tensor>,
+        grad: bool,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let cfg = &self.cfg;
+        let name = cfg.name;
+        let dirs = cfg.directions();
+        let (p, h) = (cfg.output_hidden(), cfg.hidden_size);
         checked(name, &[seq_len, batch, cfg.kind.gates(), h.max(p) + 2, dirs])?;
+        let rows = x.dim(0)?;
         let dropout = self.is_training() && cfg.dropout > 0.0;
-        let mut layer_input = x.contiguous()?;
+        let mut layer_input = x;
         let mut h_n = Vec::with_capacity(cfg.num_layers);
         let mut c_n = Vec::with_capacity(cfg.num_layers);
         for (layer, params) in self.layers.iter().enumerate() {
-            let dims = Dims {
+            let sizes = Dims {
                 seq_len,
                 batch,
-                input_size: layer_input.dim(2)?,
+                input_size: layer_input.dim(1)?,
                 hidden_size: h,
                 proj_size: p,
                 batch_sizes: None,
             };
-            let spec = LayerSpec { kind: cfg.kind, sizes: dims, batch_sizes: None, directions: dirs, bias: cfg.bias };
+            let spec =
+                LayerSpec { kind: cfg.kind, sizes, batch_sizes: batch_sizes.clone(), directions: dirs, bias: cfg.bias };
             let mut state_parts = vec![h0.narrow(0, layer * dirs, dirs)?.flatten_all()?];
-            if let Some(c0) = &c0 {
+            if let Some(c0) = c0 {
                 state_parts.push(c0.narrow(0, layer * dirs, dirs)?.flatten_all()?);
             }
             let flat_state = Tensor::cat(&state_parts, 0)?;
             let flat_params = flat(params, grad)?;
             let out = FusedLayer::apply(spec, &layer_input, &flat_state, &flat_params)?;
-            let y_len = seq_len * batch * dirs * p;
-            let y = out.narrow(0, 0, y_len)?.reshape((seq_len, batch, dirs * p))?;
+            let y_len = rows * dirs * p;
+            let y = out.narrow(0, 0, y_len)?.reshape((rows, dirs * p))?;
             h_n.push(out.narrow(0, y_len, dirs * batch * p)?.reshape((dirs, batch, p))?);
             if cfg.kind.has_cell_state() {
                 c_n.push(out.narrow(0, y_len + dirs * batch * p, dirs * batch * h)?.reshape((dirs, batch, h))?);
             }
             layer_input = if dropout && layer + 1 < cfg.num_layers { self.dropout(&y)? } else { y };
         }
-        let mut output = layer_input;
-        let mut h_n = Tensor::cat(&h_n, 0)?;
-        let mut c_n = if cfg.kind.has_cell_state() { Some(Tensor::cat(&c_n, 0)?) } else { None };
-        if unbatched {
-            output = output.squeeze(1)?;
-            h_n = h_n.squeeze(1)?;
-            c_n = c_n.map(|c| c.squeeze(1)).transpose()?;
-        } else if cfg.batch_first {
-            output = output.transpose(0, 1)?.contiguous()?;
-        }
-        Ok((output, State { h: h_n, c: c_n }))
+        let h_n = Tensor::cat(&h_n, 0)?;
+        let c_n = if cfg.kind.has_cell_state() { Some(Tensor::cat(&c_n, 0)?) } else { None };
+        Ok((layer_input, h_n, c_n))
     }
 
     /// Inverted dropout with a fresh Bernoulli(1 − p) mask per element.

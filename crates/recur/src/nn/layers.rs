@@ -10,7 +10,7 @@ use candle_nn::VarBuilder;
 
 use crate::kernels::rnn::Activation;
 use crate::nn::core::Core;
-use crate::nn::{GruConfig, LstmConfig, Nonlinearity, RnnConfig, State};
+use crate::nn::{GruConfig, LstmConfig, Nonlinearity, PackedSequence, Padding, RnnConfig, State};
 use crate::ops::fused::CellKind;
 use crate::Result;
 
@@ -21,6 +21,21 @@ pub trait Recurrent: fmt::Display + Send + Sync {
     fn forward(&self, input: &Tensor, state: Option<&State>) -> Result<(Tensor, State)>;
     /// The same without autograd (PyTorch's `torch.no_grad()`): no graph, no saved workspaces.
     fn forward_no_grad(&self, input: &Tensor, state: Option<&State>) -> Result<(Tensor, State)>;
+    /// Runs the layer over a packed batch; see the layer's own `forward_packed`.
+    fn forward_packed(&self, input: &PackedSequence, state: Option<&State>) -> Result<(PackedSequence, State)>;
+    /// Runs the layer over a padded batch of sequences of given lengths; see the layer's own
+    /// `forward_padded`.
+    fn forward_padded(&self, input: &Tensor, padding: &Padding<'_>, state: Option<&State>) -> Result<(Tensor, State)>;
+    /// [`forward_padded`](Recurrent::forward_padded) with right padding and zeros at the padded
+    /// output positions.
+    fn forward_with_lengths(
+        &self,
+        input: &Tensor,
+        lengths: &[usize],
+        state: Option<&State>,
+    ) -> Result<(Tensor, State)> {
+        self.forward_padded(input, &Padding::right(lengths), state)
+    }
     /// Switches between training mode (inter-layer dropout on) and evaluation mode.
     fn set_training(&self, training: bool);
     /// Whether the layer is in training mode.
@@ -70,6 +85,50 @@ macro_rules! recurrent_layer {
                 self.core.forward(input, state, false)
             }
 
+            /// Runs the layer over a packed batch of variable-length sequences (PyTorch's
+            /// `forward(PackedSequence)`), doing no work on padding.
+            ///
+            /// `input.data()` is `(N, I)`; the output is packed the same way, `(N, D·H_out)`.
+            /// `state` and the returned state are `(L·D, B, ·)` in the caller's batch order (not
+            /// the sorted order), and each sequence's final state is taken at its own last step —
+            /// for the reverse direction, at step 0, after starting from the sequence's own end.
+            pub fn forward_packed(
+                &self,
+                input: &PackedSequence,
+                state: Option<&State>,
+            ) -> Result<(PackedSequence, State)> {
+                self.core.forward_packed(input, state, true)
+            }
+
+            /// Runs the layer over a padded batch `(T, B, I)` (`(B, T, I)` with `batch_first`)
+            /// whose sequences have the lengths in `padding`, in any order: no sorting, packing
+            /// or unpacking is asked of the caller, and no work is done on padding.
+            ///
+            /// Returns the padded output, same layout, with `padding`'s value (zeros unless set)
+            /// at the padded positions, and the state of each sequence at its own last step, in
+            /// the batch's order. Padding may be on the right ([`Padding::right`]) or the left
+            /// ([`Padding::left`]). Padding values in the input are never read (NaN is harmless)
+            /// and get exactly zero gradient.
+            pub fn forward_padded(
+                &self,
+                input: &Tensor,
+                padding: &Padding<'_>,
+                state: Option<&State>,
+            ) -> Result<(Tensor, State)> {
+                self.core.forward_padded(input, padding, state, true)
+            }
+
+            /// [`forward_padded`](Self::forward_padded) with right padding and zeros at the padded
+            /// output positions.
+            pub fn forward_with_lengths(
+                &self,
+                input: &Tensor,
+                lengths: &[usize],
+                state: Option<&State>,
+            ) -> Result<(Tensor, State)> {
+                self.core.forward_padded(input, &Padding::right(lengths), state, true)
+            }
+
             /// Switches between training mode (inter-layer dropout on; the default) and evaluation
             /// mode. Backward works the same in both.
             pub fn set_training(&self, training: bool) {
@@ -106,6 +165,21 @@ macro_rules! recurrent_layer {
             }
             fn forward_no_grad(&self, input: &Tensor, state: Option<&State>) -> Result<(Tensor, State)> {
                 $name::forward_no_grad(self, input, state)
+            }
+            fn forward_packed(
+                &self,
+                input: &PackedSequence,
+                state: Option<&State>,
+            ) -> Result<(PackedSequence, State)> {
+                $name::forward_packed(self, input, state)
+            }
+            fn forward_padded(
+                &self,
+                input: &Tensor,
+                padding: &Padding<'_>,
+                state: Option<&State>,
+            ) -> Result<(Tensor, State)> {
+                $name::forward_padded(self, input, padding, state)
             }
             fn set_training(&self, training: bool) {
                 $name::set_training(self, training)
