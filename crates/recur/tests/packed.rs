@@ -191,7 +191,8 @@ fn empty_inputs_are_refused() {
 #[test]
 fn hand_built_packed_sequences_are_validated() {
     let data = |n: usize| Tensor::zeros((n, 2), DType::F32, &cpu()).unwrap();
-    let cases: [(Vec<usize>, usize, Option<Vec<usize>>, &str); 6] = [
+    type Parts = (Vec<usize>, usize, Option<Vec<usize>>, &'static str);
+    let cases: [Parts; 6] = [
         (vec![], 0, None, "empty"),
         (vec![2, 3], 5, None, "must not increase"),
         (vec![2, 0], 2, None, "batch_sizes[1] is 0"),
