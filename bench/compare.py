@@ -16,6 +16,8 @@ both with the protocol of cases.md: 3 warm-up iterations, then iterations until 
 The work, as in crates/recur/benches/common/mod.rs (float32, CPU):
   - layers: input (T, B, I), initial state (h0[, c0]) and a fixed target (T, B, D*H), uniform in
     [-1, 1); train = forward + MSE(output, target) + backward to input, h0, c0 and parameters;
+  - M-packed: M with lengths spread over [T/4, T], packed (PyTorch: pack_padded_sequence with
+    enforce_sorted=False, pad_packed_sequence; Recur: forward_with_lengths), MSE on the padded output;
   - charrnn: Embedding(65, 128) -> LSTM(128, 256, 2 layers, batch_first) -> Linear(256, 65) on
     random tokens (B, T); train = forward + cross-entropy at every step + backward + Adam step;
   - infer = forward only under torch.inference_mode() (Recur: detached weights and inputs).
@@ -52,7 +54,17 @@ CASES = {
     "M-RNN": ("rnn", 2, 128, 256, 32, 100, False, None),
     "M-Bi": ("lstm", 2, 128, 256, 32, 100, True, None),
     "charrnn": ("lstm", 2, 128, 256, 32, 100, False, 65),
+    # M with lengths spread over [T/4, T] (packed_lengths); run packed, padded output and loss.
+    "M-packed": ("lstm", 2, 128, 256, 32, 100, False, None),
 }
+PACKED = {"M-packed"}
+
+
+def packed_lengths(batch, seq_len):
+    """As crates/recur/benches/common/mod.rs: evenly over [T/4, T], shuffled by b -> 7b mod B."""
+    low = seq_len // 4
+    even = [low + b * (seq_len - low) // max(batch - 1, 1) for b in range(batch)]
+    return [even[(7 * b) % batch] for b in range(batch)]
 MODES = ("train", "infer")
 
 
@@ -106,12 +118,21 @@ def torch_workload(name, mode):
     state = (h0, uniform(states, batch, hidden, requires_grad=train)) if cell == "lstm" else h0
     target = uniform(seq_len, batch, hidden * (2 if bidirectional else 1))
     leaves = [x, *(state if cell == "lstm" else (state,))]
+    lengths = torch.tensor(packed_lengths(batch, seq_len)) if name in PACKED else None
+
+    def forward():
+        if lengths is None:
+            return layer(x, state)[0]
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        output, _ = layer(packed, state)
+        return nn.utils.rnn.pad_packed_sequence(output, total_length=seq_len)[0]
+
     if not train:
         layer.eval()
 
         def infer():
             with torch.inference_mode():
-                layer(x, state)
+                forward()
 
         return infer
 
@@ -119,8 +140,7 @@ def torch_workload(name, mode):
         layer.zero_grad(set_to_none=True)
         for leaf in leaves:
             leaf.grad = None
-        output, _ = layer(x, state)
-        F.mse_loss(output, target).backward()
+        F.mse_loss(forward(), target).backward()
 
     return step
 

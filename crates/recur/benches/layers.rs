@@ -26,7 +26,7 @@ use rand::SeedableRng;
 use common::{Case, Cell, Mode, Workload};
 
 /// The cases benchmarked here (L is left to `compare.py`: one iteration takes seconds).
-const CASES: [&str; 5] = ["S", "M", "M-GRU", "M-RNN", "M-Bi"];
+const CASES: [&str; 6] = ["S", "M", "M-GRU", "M-RNN", "M-Bi", "M-packed"];
 /// The cases candle-nn's own layers are timed on.
 const CANDLE_CASES: [&str; 3] = ["S", "M", "M-GRU"];
 

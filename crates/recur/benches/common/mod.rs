@@ -59,15 +59,37 @@ pub struct Case {
     pub bidirectional: bool,
     /// `Some(V)` for the character model: Embedding(V, I) -> LSTM -> Linear(H, V).
     pub vocab_size: Option<usize>,
+    /// Variable lengths ([`packed_lengths`]): the padded batch runs through `forward_with_lengths`.
+    pub packed: bool,
+}
+
+/// The lengths of the packed case: `B` values spread evenly over `[T/4, T]`, shuffled by a fixed
+/// permutation (`b ↦ 7b mod B`); `bench/compare.py` computes the same.
+pub fn packed_lengths(batch: usize, seq_len: usize) -> Vec<usize> {
+    let low = seq_len / 4;
+    let even: Vec<usize> = (0..batch).map(|b| low + b * (seq_len - low) / (batch - 1).max(1)).collect();
+    (0..batch).map(|b| even[(7 * b) % batch]).collect()
 }
 
 const fn layer_case(name: &'static str, cell: Cell, num_layers: usize, sizes: [usize; 4], bidirectional: bool) -> Case {
     let [input_size, hidden_size, batch, seq_len] = sizes;
-    Case { name, cell, num_layers, input_size, hidden_size, batch, seq_len, bidirectional, vocab_size: None }
+    Case {
+        name,
+        cell,
+        num_layers,
+        input_size,
+        hidden_size,
+        batch,
+        seq_len,
+        bidirectional,
+        vocab_size: None,
+        packed: false,
+    }
 }
 
-/// Every case of `cases.md`, in its order.
-pub const CASES: [Case; 7] = [
+/// Every case of `cases.md`, in its order, then `M-packed`: case M with lengths spread over
+/// `[T/4, T]` (issue 3's benchmark).
+pub const CASES: [Case; 8] = [
     layer_case("S", Cell::Lstm, 1, [32, 64, 16, 50], false),
     layer_case("M", Cell::Lstm, 2, [128, 256, 32, 100], false),
     layer_case("L", Cell::Lstm, 1, [512, 1024, 64, 50], false),
@@ -84,7 +106,9 @@ pub const CASES: [Case; 7] = [
         seq_len: 100,
         bidirectional: false,
         vocab_size: Some(65),
+        packed: false,
     },
+    Case { packed: true, ..layer_case("M-packed", Cell::Lstm, 2, [128, 256, 32, 100], false) },
 ];
 
 /// Looks a case up by its name in `cases.md`.
@@ -194,9 +218,12 @@ impl Net {
         }
     }
 
-    fn forward(&self, input: &Tensor, state: Option<&State>) -> Result<Tensor> {
+    fn forward(&self, input: &Tensor, state: Option<&State>, lengths: Option<&[usize]>) -> Result<Tensor> {
         match self {
-            Net::Layer(layer) => Ok(layer.forward(input, state)?.0),
+            Net::Layer(layer) => Ok(match lengths {
+                Some(lengths) => layer.forward_with_lengths(input, lengths, state)?.0,
+                None => layer.forward(input, state)?.0,
+            }),
             Net::CharRnn(model) => {
                 let embedded = model.embedding.forward(input)?; // (B, T, I)
                 let (output, _state) = model.lstm.forward(&embedded, state)?; // (B, T, H)
@@ -219,6 +246,8 @@ pub struct Workload {
     /// The MSE target `(T, B, D·H)`, or the next-token ids `(B·T)` for `charrnn`.
     target: Tensor,
     optimizer: Option<AdamW>,
+    /// The sequence lengths of a packed case.
+    lengths: Option<Vec<usize>>,
 }
 
 impl Workload {
@@ -268,12 +297,13 @@ impl Workload {
             }
             _ => None,
         };
-        Ok(Workload { mode, net, input, state, target, optimizer })
+        let lengths = case.packed.then(|| packed_lengths(batch, seq_len));
+        Ok(Workload { mode, net, input, state, target, optimizer, lengths })
     }
 
     /// Runs one training step or one inference.
     pub fn run(&mut self) -> Result<()> {
-        let output = self.net.forward(&self.input, self.state.as_ref())?;
+        let output = self.net.forward(&self.input, self.state.as_ref(), self.lengths.as_deref())?;
         if self.mode == Mode::Infer {
             black_box(output);
             return Ok(());
