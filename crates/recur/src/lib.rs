@@ -43,3 +43,8 @@ pub use nn::{
     LstmConfig, Nonlinearity, PackedSequence, Padding, PaddingSide, Recurrent, Rnn, RnnCell, RnnCellConfig, RnnConfig,
     State,
 };
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

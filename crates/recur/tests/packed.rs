@@ -517,3 +517,25 @@ fn reverse_direction_is_each_sequence_reversed_within_its_length() {
         }
     }
 }
+
+/// The no-grad entry points give the same values and record nothing.
+#[test]
+fn packed_and_padded_no_grad_equal_their_tracked_forms() {
+    for mode in [Mode::Lstm, Mode::Gru, Mode::RnnTanh] {
+        let case = Case::new(mode, DType::F64, &SHUFFLED, 90);
+        let x = case.x.as_tensor();
+        let state = case.state();
+        let (out, st) = case.layer.forward_with_lengths(x, &SHUFFLED, Some(&state)).unwrap();
+        let padding = Padding::right(&SHUFFLED);
+        let (out_ng, st_ng) = case.layer.forward_padded_no_grad(x, &padding, Some(&state)).unwrap();
+        assert!(out.track_op() && !out_ng.track_op() && !st_ng.h.track_op(), "{mode:?}: padded no_grad");
+        assert_bitwise("padded no_grad output", &out_ng, &out);
+        assert_bitwise("padded no_grad h_n", &st_ng.h, &st.h);
+        let packed = pack_padded_sequence(x, &SHUFFLED, false, false).unwrap();
+        let (p_out, p_st) = case.layer.forward_packed(&packed, Some(&state)).unwrap();
+        let (p_out_ng, p_st_ng) = case.layer.forward_packed_no_grad(&packed, Some(&state)).unwrap();
+        assert!(p_out.data().track_op() && !p_out_ng.data().track_op(), "{mode:?}: packed no_grad");
+        assert_bitwise("packed no_grad output", p_out_ng.data(), p_out.data());
+        assert_bitwise("packed no_grad h_n", &p_st_ng.h, &p_st.h);
+    }
+}

@@ -26,6 +26,15 @@ pub trait Recurrent: fmt::Display + Send + Sync {
     /// Runs the layer over a padded batch of sequences of given lengths; see the layer's own
     /// `forward_padded`.
     fn forward_padded(&self, input: &Tensor, padding: &Padding<'_>, state: Option<&State>) -> Result<(Tensor, State)>;
+    /// `forward_packed` without autograd.
+    fn forward_packed_no_grad(&self, input: &PackedSequence, state: Option<&State>) -> Result<(PackedSequence, State)>;
+    /// `forward_padded` without autograd.
+    fn forward_padded_no_grad(
+        &self,
+        input: &Tensor,
+        padding: &Padding<'_>,
+        state: Option<&State>,
+    ) -> Result<(Tensor, State)>;
     /// [`forward_padded`](Recurrent::forward_padded) with right padding and zeros at the padded
     /// output positions.
     fn forward_with_lengths(
@@ -118,6 +127,27 @@ macro_rules! recurrent_layer {
                 self.core.forward_padded(input, padding, state, true)
             }
 
+            /// [`forward_packed`](Self::forward_packed) without autograd (no graph, no saved
+            /// workspaces).
+            pub fn forward_packed_no_grad(
+                &self,
+                input: &PackedSequence,
+                state: Option<&State>,
+            ) -> Result<(PackedSequence, State)> {
+                self.core.forward_packed(input, state, false)
+            }
+
+            /// [`forward_padded`](Self::forward_padded) without autograd (no graph, no saved
+            /// workspaces).
+            pub fn forward_padded_no_grad(
+                &self,
+                input: &Tensor,
+                padding: &Padding<'_>,
+                state: Option<&State>,
+            ) -> Result<(Tensor, State)> {
+                self.core.forward_padded(input, padding, state, false)
+            }
+
             /// [`forward_padded`](Self::forward_padded) with right padding and zeros at the padded
             /// output positions.
             pub fn forward_with_lengths(
@@ -180,6 +210,21 @@ macro_rules! recurrent_layer {
                 state: Option<&State>,
             ) -> Result<(Tensor, State)> {
                 $name::forward_padded(self, input, padding, state)
+            }
+            fn forward_packed_no_grad(
+                &self,
+                input: &PackedSequence,
+                state: Option<&State>,
+            ) -> Result<(PackedSequence, State)> {
+                $name::forward_packed_no_grad(self, input, state)
+            }
+            fn forward_padded_no_grad(
+                &self,
+                input: &Tensor,
+                padding: &Padding<'_>,
+                state: Option<&State>,
+            ) -> Result<(Tensor, State)> {
+                $name::forward_padded_no_grad(self, input, padding, state)
             }
             fn set_training(&self, training: bool) {
                 $name::set_training(self, training)

@@ -11,6 +11,35 @@
 //!
 //! Unlike PyTorch, a length longer than the padded input is an error (PyTorch truncates silently),
 //! and a packed layout built by hand is validated.
+//!
+//! Most code needs none of this: the layers' `forward_with_lengths` takes a padded batch and the
+//! lengths in any order, and returns the padded output and every sequence's true final state.
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use recur::{pack_padded_sequence, pad_packed_sequence, Gru, GruConfig, Padding};
+//!
+//! let varmap = candle_nn::VarMap::new();
+//! let vb = recur::seeded_var_builder(&varmap, 1, DType::F32, &Device::Cpu);
+//! let cfg = GruConfig { batch_first: true, bidirectional: true, ..GruConfig::new(8, 16) };
+//! let gru = Gru::new(cfg, vb)?;
+//! let x = Tensor::randn(0f32, 1.0, (3, 5, 8), &Device::Cpu)?; // (B, T, I), padded
+//! let lengths = [2, 5, 3]; // any order
+//!
+//! let (out, state) = gru.forward_with_lengths(&x, &lengths, None)?;
+//! assert_eq!(out.dims(), &[3, 5, 32]); // zeros after each sequence's end
+//! assert_eq!(state.h.dims(), &[2, 3, 16]); // h_n of sequence b taken at its own last step
+//!
+//! // Left padding, another value at the padded outputs:
+//! let _ = gru.forward_padded(&x, &Padding::left(&lengths).with_value(-1.0), None)?;
+//!
+//! // Or PyTorch's way, with the same results:
+//! let packed = pack_padded_sequence(&x, &lengths, true, false)?;
+//! let (packed_out, _) = gru.forward_packed(&packed, None)?;
+//! let (padded, _) = pad_packed_sequence(&packed_out, true, 0.0, None)?;
+//! assert_eq!(padded.dims(), &[3, 5, 32]);
+//! # Ok::<(), recur::Error>(())
+//! ```
 
 use candle_core::{DType, Tensor};
 
