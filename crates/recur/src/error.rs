@@ -70,6 +70,17 @@ pub enum Error {
         /// How to fix it.
         fix: String,
     },
+    /// Data a task cannot use: text that is empty or not UTF-8, characters outside a vocabulary,
+    /// a sampling setting out of range…
+    #[error("{what}: {message}; to fix: {fix}")]
+    Data {
+        /// What was being read or used, e.g. `text`, `prime text`, `sampling`.
+        what: &'static str,
+        /// What is wrong, with the offending value or position.
+        message: String,
+        /// How to fix it.
+        fix: String,
+    },
     /// An error raised by candle (tensor allocation, a variable lookup, I/O of weights…).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -78,6 +89,10 @@ pub enum Error {
 impl Error {
     pub(crate) fn config(layer: &'static str, message: impl Into<String>, fix: impl Into<String>) -> Self {
         Self::InvalidConfig { layer, message: message.into(), fix: fix.into() }
+    }
+
+    pub(crate) fn data(what: &'static str, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self::Data { what, message: message.into(), fix: fix.into() }
     }
 
     pub(crate) fn shape(layer: &'static str, message: impl Into<String>, fix: impl Into<String>) -> Self {

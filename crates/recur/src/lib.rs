@@ -27,10 +27,13 @@
 
 #![deny(missing_docs)]
 
+pub mod data;
 mod error;
 pub mod kernels;
+pub mod models;
 pub mod nn;
 mod ops;
+pub mod plot;
 
 pub use error::{Error, Result};
 

@@ -83,6 +83,38 @@ impl SimpleBackend for SeededBackend {
     }
 }
 
+/// A `candle_nn::Linear` initialised like PyTorch's `nn.Linear(in_features, out_features)`:
+/// `weight (out, in)` and `bias (out)` from U(−1/√in, 1/√in) (PyTorch's `kaiming_uniform_` with
+/// `a = √5`, which is that bound). candle's own `candle_nn::linear` draws another distribution.
+pub fn linear(in_features: usize, out_features: usize, vb: VarBuilder) -> crate::Result<candle_nn::Linear> {
+    if in_features == 0 || out_features == 0 {
+        return Err(crate::Error::config(
+            "Linear",
+            format!("in_features and out_features must be positive, got {in_features} and {out_features}"),
+            "give the layer at least one input and one output",
+        ));
+    }
+    let bound = 1.0 / (in_features as f64).sqrt();
+    let init = Init::Uniform { lo: -bound, up: bound };
+    let weight = vb.get_with_hints((out_features, in_features), "weight", init)?;
+    let bias = vb.get_with_hints(out_features, "bias", init)?;
+    Ok(candle_nn::Linear::new(weight, Some(bias)))
+}
+
+/// A `candle_nn::Embedding` initialised like PyTorch's `nn.Embedding(num_embeddings,
+/// embedding_dim)`: `weight (num, dim)` from N(0, 1).
+pub fn embedding(num_embeddings: usize, embedding_dim: usize, vb: VarBuilder) -> crate::Result<candle_nn::Embedding> {
+    if num_embeddings == 0 || embedding_dim == 0 {
+        return Err(crate::Error::config(
+            "Embedding",
+            format!("num_embeddings and embedding_dim must be positive, got {num_embeddings} and {embedding_dim}"),
+            "give the table at least one row and one column",
+        ));
+    }
+    let weight = vb.get_with_hints((num_embeddings, embedding_dim), "weight", Init::Randn { mean: 0.0, stdev: 1.0 })?;
+    Ok(candle_nn::Embedding::new(weight, embedding_dim))
+}
+
 fn poisoned() -> candle_core::Error {
     candle_core::Error::Msg("a thread panicked while holding the VarMap lock".into())
 }
@@ -137,6 +169,27 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert!(a.iter().all(|v| (-0.5..0.5).contains(v)));
+    }
+
+    #[test]
+    fn linear_and_embedding_draw_pytorchs_distributions() {
+        let vm = VarMap::new();
+        let vb = seeded_var_builder(&vm, 3, DType::F64, &Device::Cpu);
+        let lin = linear(16, 200, vb.pp("linear")).expect("linear");
+        let w = lin.weight().flatten_all().and_then(|t| t.to_vec1::<f64>()).expect("weight");
+        assert!(w.iter().all(|v| v.abs() < 0.25) && w.iter().any(|v| v.abs() > 0.24), "U(-1/4, 1/4)");
+        let emb = embedding(100, 50, vb.pp("embedding")).expect("embedding");
+        let e = emb.embeddings().flatten_all().and_then(|t| t.to_vec1::<f64>()).expect("table");
+        let mean = e.iter().sum::<f64>() / e.len() as f64;
+        let var = e.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / e.len() as f64;
+        assert!(mean.abs() < 0.05 && (var - 1.0).abs() < 0.05, "N(0, 1): mean {mean}, var {var}");
+        let names: Vec<String> = {
+            let mut n: Vec<String> = vm.data().lock().unwrap().keys().cloned().collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names, ["embedding.weight", "linear.bias", "linear.weight"]);
+        assert!(linear(0, 3, vb.pp("bad")).is_err());
     }
 
     #[test]

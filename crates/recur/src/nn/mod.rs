@@ -10,7 +10,7 @@ mod state;
 
 pub use cell::{GruCell, LstmCell, RnnCell};
 pub use config::{GruCellConfig, GruConfig, LstmCellConfig, LstmConfig, Nonlinearity, RnnCellConfig, RnnConfig};
-pub use init::seeded_var_builder;
+pub use init::{embedding, linear, seeded_var_builder};
 pub use layers::{Gru, Lstm, Recurrent, Rnn};
 pub use packed::{
     lengths_from_mask, pack_padded_sequence, pack_sequence, pad_packed_sequence, pad_sequence, unpack_sequence,
