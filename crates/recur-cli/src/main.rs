@@ -1,8 +1,20 @@
 //! `recur`: the command-line front end of the Recur library.
 //!
 //! A thin binary: flags are parsed once here, turned into library calls, and the exit code is
-//! decided in one place, [`main`]. Typed errors live in the library; this binary only adds
-//! context with `anyhow` and prints.
+//! decided in one place, [`main`]: 0 on success, 1 on an error (one line on stderr), 2 on a usage
+//! error, 130 when a run was interrupted with Ctrl-C (after saving a checkpoint). Typed errors live
+//! in the library; this binary only adds context with `anyhow` and prints.
+
+mod checkpoint;
+mod corpus;
+mod eval;
+mod inspect;
+mod interrupt;
+mod progress;
+mod sample;
+mod streams;
+mod toolkit;
+mod train;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -20,9 +32,29 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Train a character-level language model (default: on eight Shakespeare plays).
+    Train(train::TrainArgs),
+    /// Generate text from a trained character model.
+    Sample(sample::SampleArgs),
+    /// Score a text with a trained character model: loss, perplexity, bits per character.
+    Eval(eval::EvalArgs),
+    /// Describe a checkpoint: model, parameters, vocabulary, training state.
+    Inspect(inspect::InspectArgs),
     /// Print the library version and the number of threads the kernels use.
     Info,
 }
+
+/// A run that stopped on Ctrl-C after saving its checkpoint: exit code 130.
+#[derive(Debug)]
+struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -35,6 +67,7 @@ fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.is::<Interrupted>() => ExitCode::from(130),
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
@@ -44,6 +77,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Train(args) => {
+            interrupt::install()?;
+            train::run(args)
+        }
+        Command::Sample(args) => sample::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Inspect(args) => inspect::run(args),
         Command::Info => info(),
     }
 }
