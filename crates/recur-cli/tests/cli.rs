@@ -45,3 +45,184 @@ fn usage_errors_exit_with_2() {
         assert!(!output.stderr.is_empty(), "recur {args:?} explains itself on stderr");
     }
 }
+
+// ---------------------------------------------------------------- the character model commands
+
+use std::path::{Path, PathBuf};
+
+/// A fresh folder under the system's temp dir, unique to this test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("recur-cli-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// About 4 KB of English.
+fn tiny_text() -> String {
+    let lines = [
+        "The quick brown fox jumps over the lazy dog.",
+        "Recurrent networks read one character at a time.",
+        "A small model learns the shape of the words first.",
+        "Then it learns which letters follow which.",
+    ];
+    (0..24).map(|i| lines[i % lines.len()]).collect::<Vec<_>>().join("\n")
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("write test file");
+    path
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+const SMALL: [&str; 10] =
+    ["--batch-size", "4", "--seq-len", "16", "--hidden-size", "16", "--num-layers", "1", "--embedding-size", "8"];
+
+fn train(text: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["train", "--text", p(text), "--out", p(out)];
+    args.extend_from_slice(&SMALL);
+    args.extend_from_slice(&["--eval-every", "3", "--quiet"]);
+    args.extend_from_slice(extra);
+    recur(&args)
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A failed command: exit code 1, one `error:` line, no panic.
+fn assert_clean_error(output: &Output, want: &str) {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(1), "stderr: {err}");
+    assert!(err.starts_with("error: ") && err.contains(want), "expected {want:?} in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn train_resume_sample_eval_inspect() {
+    let dir = scratch("cycle");
+    let text = write(&dir, "text.txt", tiny_text().as_bytes());
+    let out = dir.join("run");
+    let first = train(&text, &out, &["--max-steps", "6"]);
+    assert!(first.status.success(), "train: {}", stderr(&first));
+    for file in ["last.safetensors", "best.safetensors", "metrics.jsonl", "loss.svg"] {
+        assert!(out.join(file).exists(), "{file} written");
+    }
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2, "evaluations at steps 3 and 6: {metrics}");
+    assert!(metrics.lines().all(|l| l.starts_with("{\"step\":") && l.contains("\"val_loss\":")), "{metrics}");
+    assert!(std::fs::read_to_string(out.join("loss.svg")).unwrap().contains("<svg"));
+    assert!(stdout(&first).contains("CharLm(") && stdout(&first).contains("done"), "{}", stdout(&first));
+
+    // A second run into the same folder must not replace it.
+    assert_clean_error(&train(&text, &out, &["--max-steps", "3"]), "already holds a run");
+
+    // Resume continues the step count and appends to the metrics.
+    let last = out.join("last.safetensors");
+    let resumed = train(&text, &out, &["--resume", p(&last), "--max-steps", "9"]);
+    assert!(resumed.status.success(), "resume: {}", stderr(&resumed));
+    assert!(stdout(&resumed).contains("resuming"), "{}", stdout(&resumed));
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 3, "{metrics}");
+    let inspect = recur(&["inspect", p(&last)]);
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+    let shown = stdout(&inspect);
+    assert!(shown.contains("CharLm(") && shown.contains("LSTM(8, 16, batch_first=True)"), "{shown}");
+    assert!(shown.contains("step 9 of 9") && shown.contains("parameters:") && shown.contains("vocabulary:"), "{shown}");
+
+    // Sampling is seeded and starts with the prime.
+    let sample = |seed: &str| {
+        let o = recur(&["sample", "--checkpoint", p(&last), "--prime", "The ", "--length", "40", "--seed", seed]);
+        assert!(o.status.success(), "sample: {}", stderr(&o));
+        stdout(&o)
+    };
+    let a = sample("3");
+    assert!(a.starts_with("The ") && a.trim_end_matches('\n').chars().count() == 44, "{a:?}");
+    assert_eq!(a, sample("3"));
+    let argmax = recur(&["sample", "--checkpoint", p(&last), "--argmax", "--length", "10"]);
+    assert!(argmax.status.success(), "{}", stderr(&argmax));
+
+    // Eval reports consistent numbers.
+    let eval = recur(&["eval", "--checkpoint", p(&last), "--text", p(&text)]);
+    assert!(eval.status.success(), "eval: {}", stderr(&eval));
+    let report = stdout(&eval);
+    let number = |key: &str| -> f64 {
+        let line = report.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("{key} in {report}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let (loss, ppl, bpc) = (number("loss"), number("perplexity"), number("bits/char"));
+    assert!(loss > 0.0 && loss < 5.0, "{report}");
+    assert!((ppl - loss.exp()).abs() < 1e-3 * ppl && (bpc - loss / std::f64::consts::LN_2).abs() < 1e-3, "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_input_gives_one_clear_error_line() {
+    let dir = scratch("bad");
+    let good = write(&dir, "good.txt", tiny_text().as_bytes());
+    let out = |name: &str| dir.join(name);
+    assert_clean_error(&train(&write(&dir, "empty.txt", b""), &out("e"), &["--max-steps", "1"]), "empty");
+    assert_clean_error(
+        &train(&write(&dir, "latin1.txt", b"caf\xe9 au lait\n"), &out("l"), &["--max-steps", "1"]),
+        "byte offset 3",
+    );
+    assert_clean_error(&train(&write(&dir, "short.txt", b"too short"), &out("s"), &["--max-steps", "1"]), "too short");
+    assert_clean_error(&train(&dir.join("missing.txt"), &out("m"), &[]), "missing.txt");
+    let blocker = write(&dir, "a-file", b"x");
+    assert_clean_error(&train(&good, &blocker.join("run"), &["--max-steps", "1"]), "a-file/run");
+
+    // A real checkpoint, then prime text it cannot encode.
+    let run = out("run");
+    let ok = train(&good, &run, &["--max-steps", "3"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let last = run.join("last.safetensors");
+    let bad_prime = recur(&["sample", "--checkpoint", p(&last), "--prime", "Zebra §"]);
+    assert_clean_error(&bad_prime, "never saw");
+    assert_clean_error(&recur(&["sample", "--checkpoint", p(&last), "--temperature", "0"]), "temperature");
+
+    // Files that are not this task's checkpoints.
+    assert_clean_error(&recur(&["inspect", p(&good)]), "not a safetensors file");
+    let mut bytes = std::fs::read(&last).unwrap();
+    let edited = String::from_utf8_lossy(&bytes).replacen("\"format_version\":\"1\"", "\"format_version\":\"9\"", 1);
+    if edited.contains("\"format_version\":\"9\"") {
+        bytes = edited.into_bytes();
+        let future = write(&dir, "future.safetensors", &bytes);
+        assert_clean_error(&recur(&["inspect", p(&future)]), "format version 9");
+    }
+    let other_task = String::from_utf8_lossy(&std::fs::read(&last).unwrap()).replacen("\"char-lm\"", "\"tagger!\"", 1);
+    let other = write(&dir, "other.safetensors", other_task.as_bytes());
+    assert_clean_error(&recur(&["eval", "--checkpoint", p(&other), "--text", p(&good)]), "task");
+    let truncated = write(&dir, "truncated.safetensors", &std::fs::read(&last).unwrap()[..1000]);
+    assert!(recur(&["inspect", p(&truncated)]).status.code() == Some(1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_130() {
+    let dir = scratch("sigint");
+    let text = write(&dir, "text.txt", tiny_text().as_bytes());
+    let out = dir.join("run");
+    let mut args = vec!["train".to_string(), "--text".into(), p(&text).into(), "--out".into(), p(&out).into()];
+    args.extend(SMALL.iter().map(|s| s.to_string()));
+    args.extend(["--eval-every", "1000000", "--max-steps", "100000000", "--time-budget", "10m"].map(String::from));
+    let child = Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn recur train");
+    // Let it train a little (the banner is printed before the first step).
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(output.status.code(), Some(130), "stderr: {}", stderr(&output));
+    assert!(stdout(&output).contains("interrupted at step"), "{}", stdout(&output));
+    let inspect = recur(&["inspect", p(&out.join("last.safetensors"))]);
+    assert!(inspect.status.success(), "the saved checkpoint loads: {}", stderr(&inspect));
+    let _ = std::fs::remove_dir_all(&dir);
+}
