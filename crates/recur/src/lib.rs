@@ -31,6 +31,7 @@ mod error;
 pub mod kernels;
 pub mod nn;
 mod ops;
+pub mod train;
 
 pub use error::{Error, Result};
 
