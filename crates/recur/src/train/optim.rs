@@ -6,7 +6,11 @@
 //! or F64), in the order of PyTorch's single-tensor implementation (`torch/optim/*.py`,
 //! `_single_tensor_*`, the path PyTorch takes on the CPU by default): the same `lerp`, `addcmul`
 //! and `addcdiv` groupings, with every scalar computed in f64 (as Python does) and rounded to the
-//! parameter's precision where it meets the tensor (as ATen does). A parameter without a gradient
+//! parameter's precision where it meets the tensor (as ATen does), and a fused multiply-add
+//! wherever ATen's CPU kernels use one (`add(alpha=)`, `addcmul`, `lerp`; not `addcdiv`). On
+//! fixed gradients SGD equals PyTorch 2.15 bit for bit; Adam, AdamW, RMSprop and Adagrad do in
+//! most elements and otherwise differ in the last bit or two, because PyTorch's CPU `sqrt` (MKL
+//! VML) is not correctly rounded and Rust's is (`tests/train_fixtures.rs`). A parameter without a gradient
 //! in the [`GradStore`] is skipped, state and step count untouched, as PyTorch skips
 //! `p.grad is None`.
 //!
@@ -93,6 +97,9 @@ trait Real:
     fn of(v: f64) -> Self;
     fn sqrt(self) -> Self;
     fn abs(self) -> Self;
+    /// `self·a + b` with one rounding, as ATen's vectorised CPU kernels compute `add(alpha=)`,
+    /// `addcmul` and `lerp`.
+    fn fma(self, a: Self, b: Self) -> Self;
 }
 
 impl Real for f32 {
@@ -104,6 +111,9 @@ impl Real for f32 {
     }
     fn abs(self) -> Self {
         f32::abs(self)
+    }
+    fn fma(self, a: Self, b: Self) -> Self {
+        self.mul_add(a, b)
     }
 }
 
@@ -117,16 +127,19 @@ impl Real for f64 {
     fn abs(self) -> Self {
         f64::abs(self)
     }
+    fn fma(self, a: Self, b: Self) -> Self {
+        self.mul_add(a, b)
+    }
 }
 
-/// ATen's `lerp(self, end, weight)`: `self + w·(end − self)` for |w| < 0.5, else
-/// `end − (end − self)·(1 − w)`.
+/// ATen's vectorised `lerp(self, end, weight)`: `fma(w, end − self, self)` for |w| < 0.5, else
+/// `fma(w − 1, end − self, end)`.
 fn lerp<T: Real>(start: T, end: T, weight: T) -> T {
     let diff = end - start;
     if weight.abs() < T::of(0.5) {
-        start + weight * diff
+        weight.fma(diff, start)
     } else {
-        end - diff * (T::of(1.0) - weight)
+        (weight - T::of(1.0)).fma(diff, end)
     }
 }
 
@@ -465,14 +478,15 @@ impl Rule for SgdConfig {
         for i in 0..p.len() {
             let mut d = g[i];
             if self.weight_decay != 0.0 {
-                d = d + wd * p[i];
+                d = wd.fma(p[i], d); // grad.add(param, alpha=wd)
             }
             if self.momentum != 0.0 {
                 let buf = &mut bufs[0][i];
-                *buf = if step == 1 { d } else { *buf * momentum + damp * d };
-                d = if self.nesterov { d + momentum * *buf } else { *buf };
+                // buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+                *buf = if step == 1 { d } else { damp.fma(d, *buf * momentum) };
+                d = if self.nesterov { momentum.fma(*buf, d) } else { *buf };
             }
-            p[i] = p[i] + lr * d;
+            p[i] = lr.fma(d, p[i]); // param.add_(grad, alpha=-lr)
         }
     }
     fn lr(&self) -> f64 {
@@ -546,11 +560,11 @@ impl AdamConfig {
                 if decoupled {
                     p[i] = p[i] * decay;
                 } else {
-                    d = d + wd * p[i];
+                    d = wd.fma(p[i], d);
                 }
             }
             m[i] = lerp(m[i], d, w1);
-            v[i] = v[i] * b2 + w2 * d * d;
+            v[i] = (w2 * d).fma(d, v[i] * b2); // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             let denom = if self.amsgrad {
                 let mx = &mut max_second[0][i];
                 // torch.maximum: a NaN on either side wins.
@@ -561,7 +575,7 @@ impl AdamConfig {
             } else {
                 v[i].sqrt() / bc2_sqrt + eps
             };
-            p[i] = p[i] + step_size * m[i] / denom;
+            p[i] = p[i] + step_size * m[i] / denom; // param.addcdiv_(exp_avg, denom, value=-step_size)
         }
     }
 
@@ -690,21 +704,21 @@ impl Rule for RmsPropConfig {
         for i in 0..p.len() {
             let mut d = g[i];
             if self.weight_decay != 0.0 {
-                d = d + wd * p[i];
+                d = wd.fma(p[i], d);
             }
             let sa = &mut square[0][i];
-            *sa = *sa * alpha + w * d * d;
+            *sa = (w * d).fma(d, *sa * alpha);
             let avg = if self.centered {
                 let ga = &mut grad_avg[0][i];
                 *ga = lerp(*ga, d, w);
-                (*sa + T::of(-1.0) * *ga * *ga).sqrt()
+                (T::of(-1.0) * *ga).fma(*ga, *sa).sqrt() // square_avg.addcmul(grad_avg, grad_avg, value=-1)
             } else {
                 sa.sqrt()
             } + eps;
             if has_momentum {
                 let buf = &mut momentum_buf[0][i];
-                *buf = *buf * momentum + T::of(1.0) * d / avg;
-                p[i] = p[i] + lr * *buf;
+                *buf = *buf * momentum + T::of(1.0) * d / avg; // buf.mul_(momentum).addcdiv_(grad, avg)
+                p[i] = lr.fma(*buf, p[i]);
             } else {
                 p[i] = p[i] + lr * d / avg;
             }
@@ -764,9 +778,9 @@ impl Rule for AdagradConfig {
         for i in 0..p.len() {
             let mut d = g[i];
             if self.weight_decay != 0.0 {
-                d = d + wd * p[i];
+                d = wd.fma(p[i], d);
             }
-            sum[i] = sum[i] + T::of(1.0) * d * d;
+            sum[i] = (T::of(1.0) * d).fma(d, sum[i]);
             let std = sum[i].sqrt() + eps;
             p[i] = p[i] + neg_clr * d / std;
         }
@@ -835,6 +849,7 @@ mod tests {
     #[test]
     fn lerp_matches_aten_branches() {
         assert_eq!(lerp(1.0f64, 3.0, 0.25), 1.5);
+        assert_eq!(lerp(1.0f32, 3.0, 0.75), 2.5);
         assert_eq!(lerp(1.0f64, 3.0, 0.75), 2.5);
     }
 
