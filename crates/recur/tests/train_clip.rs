@@ -65,13 +65,16 @@ fn non_finite_norm_is_an_error_and_changes_nothing() {
     let (varmap, h0, mut grads) = exploding(2000); // 1.5^2000 overflows: the gradients are inf/NaN
     let mut vars: Vec<Var> = named_vars(&varmap).into_iter().map(|(_, v)| v).collect();
     vars.push(h0);
-    let before: Vec<Vec<u64>> =
-        vars.iter().map(|v| common::values(grads.get(v.as_tensor()).expect("grad")).iter().map(|x| x.to_bits()).collect()).collect();
+    let before: Vec<Vec<u64>> = vars
+        .iter()
+        .map(|v| common::values(grads.get(v.as_tensor()).expect("grad")).iter().map(|x| x.to_bits()).collect())
+        .collect();
     let params_before: Vec<Vec<f64>> = vars.iter().map(|v| common::values(v.as_tensor())).collect();
     let err = clip_grad_norm(&vars, &mut grads, 1.0, NormType::L2, true).expect_err("non-finite norm must be an error");
     assert!(err.to_string().contains("non-finite"), "{err}");
     for (v, b) in vars.iter().zip(&before) {
-        let now: Vec<u64> = common::values(grads.get(v.as_tensor()).expect("grad")).iter().map(|x| x.to_bits()).collect();
+        let now: Vec<u64> =
+            common::values(grads.get(v.as_tensor()).expect("grad")).iter().map(|x| x.to_bits()).collect();
         assert_eq!(&now, b, "gradients must be untouched on error");
     }
     let now: Vec<Vec<f64>> = vars.iter().map(|v| common::values(v.as_tensor())).collect();
@@ -88,7 +91,8 @@ fn non_finite_norm_is_an_error_and_changes_nothing() {
 fn small_norms_are_multiplied_by_one_and_inf_norm_is_the_largest_element() {
     let a = Var::new(&[3.0f32, -4.0], &Device::Cpu).expect("a");
     let b = Var::new(&[[1.0f32, -12.0]], &Device::Cpu).expect("b");
-    let loss = (a.as_tensor().sum_all().expect("sa") + b.as_tensor().sqr().and_then(|t| t.sum_all()).expect("sb")).expect("loss");
+    let loss = (a.as_tensor().sum_all().expect("sa") + b.as_tensor().sqr().and_then(|t| t.sum_all()).expect("sb"))
+        .expect("loss");
     let mut grads = loss.backward().expect("backward"); // da = [1, 1], db = [2, -24]
     let vars = [a.clone(), b.clone()];
     let total = clip_grad_norm(&vars, &mut grads, 100.0, NormType::Inf, false).expect("clip");

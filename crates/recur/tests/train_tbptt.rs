@@ -34,7 +34,8 @@ fn memory_stays_flat_over_1000_windows() {
     let _serial = serial();
     let varmap = VarMap::new();
     let model = lstm(&varmap, 8, 32, DType::F32);
-    let mut opt = Sgd::new(named_vars(&varmap), SgdConfig { lr: 0.01, momentum: 0.9, ..SgdConfig::default() }).expect("sgd");
+    let mut opt =
+        Sgd::new(named_vars(&varmap), SgdConfig { lr: 0.01, momentum: 0.9, ..SgdConfig::default() }).expect("sgd");
     let mut tbptt = Tbptt::new(35, false).expect("tbptt");
     let x = Tensor::randn(0f32, 1.0, (35, 4, 8), &Device::Cpu).expect("x");
     let target = Tensor::zeros((35, 4, 32), DType::F32, &Device::Cpu).expect("target");

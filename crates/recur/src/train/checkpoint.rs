@@ -139,13 +139,7 @@ impl Checkpoint {
         let checksum =
             checksum(&meta, tensors.iter().map(|(n, (d, s, b))| (n.as_str(), *d, s.as_slice(), b.as_slice())));
         meta.insert("checksum".into(), checksum);
-        let views: Vec<(String, TensorView<'_>)> = tensors
-            .iter()
-            .map(|(n, (d, s, b))| {
-                Ok((n.clone(), TensorView::new(*d, s.clone(), b).map_err(|e| st_error("<memory>", e))?))
-            })
-            .collect::<Result<_>>()?;
-        safetensors::serialize(views, Some(meta)).map_err(|e| st_error("<memory>", e))
+        Ok(serialize_sorted(&meta, &tensors))
     }
 
     /// Reads and validates a checkpoint file (see the module documentation).
@@ -419,6 +413,36 @@ pub fn remove_stale_temp_files(path: &Path) -> Result<usize> {
         }
     }
     Ok(removed)
+}
+
+/// The safetensors layout with every key sorted (header and data), so the same checkpoint always
+/// gives the same bytes (`safetensors::serialize` writes the metadata in hash-map order).
+fn serialize_sorted(
+    meta: &HashMap<String, String>,
+    tensors: &BTreeMap<String, (safetensors::Dtype, Vec<usize>, Vec<u8>)>,
+) -> Vec<u8> {
+    let sorted_meta: BTreeMap<&String, &String> = meta.iter().collect();
+    let meta_json: serde_json::Map<String, Value> =
+        sorted_meta.into_iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), Value::Object(meta_json));
+    let mut offset = 0usize;
+    for (name, (dtype, shape, bytes)) in tensors {
+        let entry = serde_json::json!({
+            "dtype": format!("{dtype:?}"), "shape": shape, "data_offsets": [offset, offset + bytes.len()]
+        });
+        header.insert(name.clone(), entry);
+        offset += bytes.len();
+    }
+    let mut text = Value::Object(header).to_string().into_bytes();
+    text.resize(text.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + offset);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    for (_, _, bytes) in tensors.values() {
+        out.extend_from_slice(bytes);
+    }
+    out
 }
 
 fn st_error(origin: &str, e: safetensors::SafeTensorError) -> Error {
