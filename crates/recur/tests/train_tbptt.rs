@@ -41,7 +41,7 @@ fn memory_stays_flat_over_1000_windows() {
     let target = Tensor::zeros((35, 4, 32), DType::F32, &Device::Cpu).expect("target");
     let mut rss_at_10 = None;
     for window in 1..=1000 {
-        let y = tbptt.forward(&x, None, |x, s| Ok(model.forward(x, s)?)).expect("window");
+        let y = tbptt.forward(&x, None, |x, s| model.forward(x, s)).expect("window");
         let loss = Mse::default().forward(&y, &target, None).expect("loss");
         opt.step(&loss.backward().expect("backward")).expect("step");
         let state = tbptt.state().expect("carried state");
@@ -71,7 +71,7 @@ fn window_gradient_equals_a_fresh_run_from_the_detached_state() {
     for (n, window) in tbptt.windows(40).into_iter().enumerate() {
         let x = stream.narrow(0, window.start, window.len()).expect("window");
         let previous: Option<State> = tbptt.state().cloned();
-        let y = tbptt.forward(&x, None, |x, s| Ok(model.forward(x, s)?)).expect("forward");
+        let y = tbptt.forward(&x, None, |x, s| model.forward(x, s)).expect("forward");
         let grads = y.sqr().and_then(|t| t.sum_all()).and_then(|l| l.backward()).expect("backward");
         let (fresh_y, _) = model.forward(&x, previous.map(|s| s.detach()).as_ref()).expect("fresh");
         let fresh = fresh_y.sqr().and_then(|t| t.sum_all()).and_then(|l| l.backward()).expect("fresh backward");
@@ -94,7 +94,7 @@ fn a_reset_mask_zeroes_exactly_the_marked_rows() {
     let first = Tensor::randn(0f64, 1.0, (k, batch, 3), &dev).expect("x1");
     let second = Tensor::randn(0f64, 1.0, (k, batch, 3), &dev).expect("x2");
     let mut tbptt = Tbptt::new(k, false).expect("tbptt");
-    tbptt.forward(&first, None, |x, s| Ok(model.forward(x, s)?)).expect("first window");
+    tbptt.forward(&first, None, |x, s| model.forward(x, s)).expect("first window");
     let carried = tbptt.state().cloned().expect("state");
 
     // Row 1 starts a new stream at step 0, row 2 at step 3; row 0 continues.
@@ -102,7 +102,7 @@ fn a_reset_mask_zeroes_exactly_the_marked_rows() {
     resets[1] = 1.0; // (t = 0, b = 1)
     resets[3 * batch + 2] = 1.0; // (t = 3, b = 2)
     let resets = Tensor::from_vec(resets, (k, batch), &dev).expect("resets");
-    let y = tbptt.forward(&second, Some(&resets), |x, s| Ok(model.forward(x, s)?)).expect("second window");
+    let y = tbptt.forward(&second, Some(&resets), |x, s| model.forward(x, s)).expect("second window");
 
     let row = |t: &Tensor, b: usize| t.narrow(1, b, 1).expect("row");
     let state_row = |s: &State, b: usize| State { h: row(&s.h, b), c: s.c.as_ref().map(|c| row(c, b)) };

@@ -294,7 +294,10 @@ impl<R: Rule> Core<R> {
             for b in &names {
                 expected_keys.insert(format!("{name}.{b}"));
             }
-            let buffers = if present.iter().all(Option::is_none) {
+            let buffers = if names.is_empty() {
+                // No buffers (plain SGD): a step count is all there is.
+                Some(read_buffers(var.dtype(), &[])?)
+            } else if present.iter().all(Option::is_none) {
                 if step > 0 {
                     problems.push(format!(
                         "Missing key(s): {}",
@@ -851,6 +854,21 @@ mod tests {
         assert_eq!(lerp(1.0f64, 3.0, 0.25), 1.5);
         assert_eq!(lerp(1.0f32, 3.0, 0.75), 2.5);
         assert_eq!(lerp(1.0f64, 3.0, 0.75), 2.5);
+    }
+
+    #[test]
+    fn plain_sgd_state_round_trips() -> Result<()> {
+        let var = Var::new(&[1.0f32, 2.0], &candle_core::Device::Cpu)?;
+        let mut opt = Sgd::new(vec![("w".into(), var.clone())], SgdConfig { lr: 0.5, ..SgdConfig::default() })?;
+        let grads = var.as_tensor().sum_all()?.backward()?;
+        opt.step(&grads)?;
+        assert_eq!(var.as_tensor().to_vec1::<f32>()?, vec![0.5, 1.5]);
+        let state = opt.state_dict()?;
+        let mut other = Sgd::new(vec![("w".into(), var)], SgdConfig::default())?;
+        other.load_state_dict(&state)?;
+        assert_eq!(other.learning_rate(), 0.5);
+        assert_eq!(other.state_dict()?.meta, state.meta);
+        Ok(())
     }
 
     #[test]

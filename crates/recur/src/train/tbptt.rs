@@ -20,7 +20,7 @@
 //! let mut tbptt = Tbptt::new(10, false)?;
 //! for window in tbptt.windows(100) {
 //!     let x = stream.narrow(0, window.start, window.len())?;
-//!     let y = tbptt.forward(&x, None, |x, state| Ok(lstm.forward(x, state)?))?;
+//!     let y = tbptt.forward(&x, None, |x, state| lstm.forward(x, state))?;
 //!     let _grads = y.sqr()?.mean_all()?.backward()?; // one optimizer step per window
 //! }
 //! assert_eq!(tbptt.windows_done(), 10);
