@@ -1,6 +1,7 @@
 //! Checkpoints (test bars R38–R47): bitwise round trip, schema errors reported at once, malformed,
 //! truncated and bit-flipped files rejected with typed errors, atomic saves under injected write
-//! failures and SIGKILL, a read-only folder named in the error, and stop-and-resume equal to an
+//! failures and SIGKILL, a read-only folder named in the error, and stop-and-resume (the second
+//! half in a new process) equal to an
 //! uninterrupted run bit for bit. Real files in unique folders under the system temp dir.
 
 mod common;
@@ -404,6 +405,7 @@ fn sigkill_mid_save_always_leaves_a_loadable_checkpoint() {
     let exe = std::env::current_exe().expect("test exe");
     let mut rng = TrainRng::new(11);
     let mut last_step = 3;
+    let mut mid_save = 0; // kills that left a temporary file: the save was cut off mid-way
     for round in 0..25 {
         let mut child = Command::new(&exe)
             .args(["--exact", "sigkill_child", "--nocapture", "--test-threads=1"])
@@ -418,10 +420,11 @@ fn sigkill_mid_save_always_leaves_a_loadable_checkpoint() {
         let ckpt = Checkpoint::load(&path).unwrap_or_else(|e| panic!("round {round}: {e}"));
         assert!(ckpt.step == 3 || ckpt.step >= 100, "round {round}: unexpected step {}", ckpt.step);
         last_step = last_step.max(ckpt.step);
+        mid_save += usize::from(!stray_temp_files(&dir.0).is_empty());
         remove_stale_temp_files(&path).expect("cleanup");
         assert!(stray_temp_files(&dir.0).is_empty());
     }
-    eprintln!("sigkill: 25 kills, last loaded step {last_step}");
+    eprintln!("sigkill: 25 kills, {mid_save} of them mid-save (temporary file left), last loaded step {last_step}");
     assert!(last_step >= 100, "the child never completed a save; the test did not exercise anything");
 }
 
@@ -502,6 +505,17 @@ fn run(seed: u64, start: Option<&Checkpoint>, steps: u64) -> (Vec<u32>, Checkpoi
     (losses, ckpt)
 }
 
+/// The second half of `stop_and_resume_equals_an_uninterrupted_run_bit_for_bit`, in a new
+/// process: loads the checkpoint, runs 7 steps, saves the result and the losses.
+#[test]
+fn resume_child() {
+    let Ok(path) = std::env::var("RECUR_RESUME_CHILD_PATH") else { return };
+    let loaded = Checkpoint::load(Path::new(&path)).expect("child load");
+    let (losses, mut resumed) = run(42, Some(&loaded), 7);
+    resumed.task["losses"] = json!(losses);
+    save_checkpoint(&Path::new(&path).with_extension("resumed"), &resumed).expect("child save");
+}
+
 #[test]
 fn stop_and_resume_equals_an_uninterrupted_run_bit_for_bit() {
     let dir = TempDir::new("resume");
@@ -509,8 +523,20 @@ fn stop_and_resume_equals_an_uninterrupted_run_bit_for_bit() {
     let (all_losses, uninterrupted) = run(42, None, 14);
     let (first_losses, halfway) = run(42, None, 7);
     save_checkpoint(&path, &halfway).expect("save");
-    let loaded = Checkpoint::load(&path).expect("load");
-    let (second_losses, resumed) = run(42, Some(&loaded), 7);
+    // Resume in a new process (this test binary, running only `resume_child`).
+    let status = Command::new(std::env::current_exe().expect("exe"))
+        .args(["--exact", "resume_child", "--test-threads=1"])
+        .env("RECUR_RESUME_CHILD_PATH", &path)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run child");
+    assert!(status.success(), "resume child failed: {status}");
+    let mut resumed = Checkpoint::load(&path.with_extension("resumed")).expect("load resumed");
+    let second_losses: Vec<u32> =
+        resumed.task["losses"].as_array().expect("losses").iter().map(|v| v.as_u64().expect("u32") as u32).collect();
+    if let Some(task) = resumed.task.as_object_mut() {
+        task.remove("losses");
+    }
     let losses: Vec<u32> = first_losses.into_iter().chain(second_losses).collect();
     assert_eq!(losses, all_losses, "per-step losses must be bitwise identical");
     assert_eq!(
