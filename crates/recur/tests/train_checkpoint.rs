@@ -1,8 +1,8 @@
 //! Checkpoints (test bars R38–R47): bitwise round trip, schema errors reported at once, malformed,
 //! truncated and bit-flipped files rejected with typed errors, atomic saves under injected write
 //! failures and SIGKILL, a read-only folder named in the error, and stop-and-resume (the second
-//! half in a new process) equal to an
-//! uninterrupted run bit for bit. Real files in unique folders under the system temp dir.
+//! half in a new process) equal to an uninterrupted run bit for bit. Real files in unique folders
+//! under the system temp dir.
 
 mod common;
 
