@@ -78,6 +78,10 @@ fn losses_reject_bad_input_with_typed_errors() {
     let loss = CrossEntropy::default().forward(&logits, &all_ignored, None).expect("loss");
     assert!(loss.to_scalar::<f32>().expect("scalar").is_nan());
 
+    let no_classes = Tensor::zeros((4, 0), DType::F32, &dev).expect("empty");
+    assert!(Nll::default().forward(&no_classes, &all_ignored, None).is_err());
+    assert!(CrossEntropy::default().forward(&no_classes, &all_ignored, None).is_err());
+
     let y = Tensor::zeros((4, 2), DType::F32, &dev).expect("y");
     assert!(text(Mse::default().forward(&logits, &y, None))
         .contains("target size [4, 2] is different from input size [4, 3]"));

@@ -158,6 +158,8 @@ fn reset_rows_between_windows_and_shape_errors() {
     let bad = Tensor::zeros((4, 2), DType::F32, &Device::Cpu).expect("bad mask"); // (T, B), not (B, T)
     let err = tbptt.forward(&x, Some(&bad), batch_first).expect_err("mask shape");
     assert!(err.to_string().contains("reset mask"), "{err}");
+    let empty = Tensor::zeros((2, 0, 2), DType::F32, &Device::Cpu).expect("empty window");
+    assert!(tbptt.forward(&empty, None, batch_first).is_err());
     tbptt.reset();
     assert!(tbptt.state().is_none());
 }

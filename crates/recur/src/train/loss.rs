@@ -164,6 +164,13 @@ fn class_loss(
             "pass one class index per row of the input, classes along the input's last dimension",
         ));
     }
+    if classes == 0 {
+        return Err(Error::shape(
+            name,
+            format!("expected at least one class, got input {dims:?}"),
+            "pass the class scores along the last dimension",
+        ));
+    }
     let n = targets.elem_count();
     let dtype = log_probs.dtype();
     let device = log_probs.device();

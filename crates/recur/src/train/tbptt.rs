@@ -117,6 +117,13 @@ impl Tbptt {
             ));
         }
         let (steps, batch) = (input.dim(time_dim)?, input.dim(batch_dim)?);
+        if steps == 0 {
+            return Err(Error::shape(
+                "Tbptt",
+                format!("expected a window of at least one step, got input {:?}", input.dims()),
+                "skip empty windows",
+            ));
+        }
         let reset_rows: Option<Vec<Vec<bool>>> = match resets {
             None => None,
             Some(r) => {
