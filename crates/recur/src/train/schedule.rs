@@ -253,6 +253,77 @@ mod tests {
         Ok(())
     }
 
+    /// Rates after 0, 1, 2, … steps from PyTorch 2.15 (SGD(lr=0.1), then):
+    ///
+    /// ```python
+    /// StepLR(o, 3, 0.5); ExponentialLR(o, 0.9); CosineAnnealingLR(o, 8, 1e-3)
+    /// ReduceLROnPlateau(o, factor=0.5, patience=2, cooldown=1)  # step(metric) with METRICS
+    /// ```
+    #[test]
+    fn rates_match_pytorch() -> Result<()> {
+        const METRICS: [f64; 12] = [1.0, 0.9, 0.95, 0.95, 0.95, 0.95, 0.8, 0.85, 0.85, 0.85, 0.85, 0.85];
+        let cases: [(LrSchedule, &[f64]); 4] = [
+            (
+                LrSchedule::Step { step_size: 3, gamma: 0.5 },
+                &[0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025, 0.025, 0.025, 0.0125, 0.0125, 0.0125, 0.00625],
+            ),
+            (
+                LrSchedule::Exponential { gamma: 0.9 },
+                &[
+                    0.1,
+                    0.09000000000000001,
+                    0.08100000000000002,
+                    0.07290000000000002,
+                    0.06561000000000002,
+                    0.05904900000000002,
+                    0.05314410000000002,
+                    0.04782969000000002,
+                    0.043046721000000024,
+                    0.03874204890000002,
+                    0.03486784401000002,
+                    0.03138105960900001,
+                    0.028242953648100012,
+                ],
+            ),
+            (
+                LrSchedule::Cosine { t_max: 8, eta_min: 1e-3, warmup: 0 },
+                &[
+                    0.1,
+                    0.0962320368593087,
+                    0.0855017856687341,
+                    0.06944282990207196,
+                    0.0505,
+                    0.03155717009792806,
+                    0.0154982143312659,
+                    0.004767963140691306,
+                    0.001,
+                ],
+            ),
+            (
+                LrSchedule::ReduceOnPlateau {
+                    mode: PlateauMode::Min,
+                    factor: 0.5,
+                    patience: 2,
+                    threshold: 1e-4,
+                    cooldown: 1,
+                    min_lr: 0.0,
+                },
+                &[0.1, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05, 0.05, 0.025, 0.025, 0.025],
+            ),
+        ];
+        for (schedule, expected) in cases {
+            let mut s = Scheduler::new(schedule.clone(), 0.1)?;
+            let mut got = vec![s.lr()];
+            for metric in METRICS.iter().take(expected.len() - 1) {
+                got.push(s.step(Some(*metric))?);
+            }
+            for (g, e) in got.iter().zip(expected) {
+                assert!((g - e).abs() <= 1e-15 * e.abs(), "{schedule:?}: {got:?} vs {expected:?}");
+            }
+        }
+        Ok(())
+    }
+
     #[test]
     fn plateau_reduces_after_patience_and_round_trips() -> Result<()> {
         let schedule = LrSchedule::ReduceOnPlateau {
