@@ -81,6 +81,50 @@ pub enum Error {
         /// How to fix it.
         fix: String,
     },
+    /// A value that must be finite is not (a gradient norm, a loss, a loaded weight).
+    #[error("{what}: {message}; to fix: {fix}")]
+    NonFinite {
+        /// What was being computed or checked, e.g. `clip_grad_norm`.
+        what: &'static str,
+        /// The value that came (its text contains "non-finite").
+        message: String,
+        /// How to fix it.
+        fix: String,
+    },
+    /// A file operation failed; names the path and the operating system's error.
+    #[error("{action} {}: {source}; to fix: {fix}", path.display())]
+    Io {
+        /// What was being done, e.g. `cannot create the temporary checkpoint file`.
+        action: &'static str,
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+        /// How to fix it.
+        fix: String,
+    },
+    /// A checkpoint file is malformed, corrupt, truncated or of another format or version.
+    #[error("checkpoint {path}: {message}; to fix: {fix}")]
+    Checkpoint {
+        /// The file (or `<memory>` for bytes).
+        path: String,
+        /// What is wrong.
+        message: String,
+        /// How to fix it.
+        fix: String,
+    },
+    /// Named tensors do not match what the model or optimizer expects. Every problem is listed at
+    /// once, in PyTorch's words (`Missing key(s)`, `Unexpected key(s)`, `size mismatch for`);
+    /// nothing has been loaded.
+    #[error("{what}: error(s) in loading state_dict: {}; to fix: {fix}", problems.join("; "))]
+    Schema {
+        /// What was being loaded, e.g. `model parameters`, `Adam state`.
+        what: &'static str,
+        /// One line per problem.
+        problems: Vec<String>,
+        /// How to fix it.
+        fix: String,
+    },
     /// An error raised by candle (tensor allocation, a variable lookup, I/O of weights…).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -93,6 +137,19 @@ impl Error {
 
     pub(crate) fn data(what: &'static str, message: impl Into<String>, fix: impl Into<String>) -> Self {
         Self::Data { what, message: message.into(), fix: fix.into() }
+    }
+
+    pub(crate) fn checkpoint(path: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self::Checkpoint { path: path.into(), message: message.into(), fix: fix.into() }
+    }
+
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<std::path::PathBuf>,
+        source: std::io::Error,
+        fix: impl Into<String>,
+    ) -> Self {
+        Self::Io { action, path: path.into(), source, fix: fix.into() }
     }
 
     pub(crate) fn shape(layer: &'static str, message: impl Into<String>, fix: impl Into<String>) -> Self {

@@ -34,6 +34,7 @@ pub mod models;
 pub mod nn;
 mod ops;
 pub mod plot;
+pub mod train;
 
 pub use error::{Error, Result};
 

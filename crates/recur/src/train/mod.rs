@@ -1,0 +1,24 @@
+//! The training toolkit: losses, optimizers, gradient clipping, learning-rate schedules,
+//! truncated BPTT, checkpoints and the seeded generator, with PyTorch's numerics.
+
+mod checkpoint;
+mod clip;
+mod loss;
+mod optim;
+mod rng;
+mod schedule;
+mod tbptt;
+
+pub use checkpoint::{
+    load_params, remove_stale_temp_files, save_checkpoint, save_checkpoint_with_hook, Checkpoint, CHECKPOINT_FORMAT,
+    CHECKPOINT_FORMAT_VERSION,
+};
+pub use clip::{clip_grad_norm, clip_grad_value, NormType};
+pub use loss::{cross_entropy, log_softmax, mse, BceWithLogits, CrossEntropy, Huber, Mse, Nll, Reduction, L1};
+pub use optim::{
+    named_vars, Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, OptimizerState, RmsProp,
+    RmsPropConfig, Sgd, SgdConfig,
+};
+pub use rng::{derive_seed, TrainRng};
+pub use schedule::{LrSchedule, PlateauMode, Scheduler};
+pub use tbptt::{zero_rows, Tbptt};
