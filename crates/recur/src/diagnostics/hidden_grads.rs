@@ -52,7 +52,9 @@ impl<'a> From<&'a Gru> for LayerRef<'a> {
 pub struct HiddenGradients {
     /// `‖∂L/∂h_t‖` (Frobenius norm over the batch and the hidden units) of the top layer's hidden
     /// state, for `t = 0..T`. The derivative is the *total* one: it includes every path from
-    /// `h_t` to the loss, through the output at `t` and through all later steps.
+    /// `h_t` to the loss, through the output at `t` and through all later steps. For an LSTM it is
+    /// the derivative with respect to `h_t` alone (the cell state `c_t` is a separate input of
+    /// step `t + 1`, as in PyTorch's `(h, c)`).
     pub norms: Vec<f64>,
     /// The loss's value.
     pub loss: f64,
