@@ -28,12 +28,14 @@
 #![deny(missing_docs)]
 
 pub mod data;
+pub mod diagnostics;
 mod error;
 pub mod kernels;
 pub mod models;
 pub mod nn;
 mod ops;
 pub mod plot;
+pub mod repr;
 pub mod train;
 
 pub use error::{Error, Result};
