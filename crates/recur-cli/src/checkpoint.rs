@@ -1,8 +1,9 @@
-//! Checkpoints of the character model: the parameters under PyTorch's names plus what a run needs
-//! to continue or to be used (configuration, vocabulary, position, history), in one safetensors
-//! file written atomically.
+//! Checkpoints of the character model, in `recur::train`'s format: the parameters under
+//! PyTorch's names, the optimizer and schedule state, the recurrent state carried between windows,
+//! and, as JSON, the run's configuration and the task's data (vocabulary, history), written
+//! atomically with a checksum.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
@@ -11,15 +12,15 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use recur::data::Vocab;
 use recur::models::{CellType, CharLm, CharLmConfig};
+use recur::train::{load_params, named_vars, save_checkpoint, Checkpoint, OptimizerState};
+use recur::State;
 use serde_json::{json, Value};
 
 use crate::toolkit::Trainer;
 use crate::train::RunConfig;
 
-/// The format tag of a char-LM checkpoint.
+/// The task tag of a char-LM checkpoint.
 pub const TASK: &str = "char-lm";
-/// The layout version this binary writes and reads.
-pub const FORMAT_VERSION: u64 = 1;
 
 /// Where a run stands.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -48,13 +49,17 @@ pub struct TaskCheckpoint {
     pub vocab: Vocab,
     pub run: RunState,
     pub recur_version: String,
-    pub tensors: HashMap<String, Tensor>,
+    pub params: BTreeMap<String, Tensor>,
+    pub optimizer: Option<OptimizerState>,
+    pub schedule: Option<Value>,
+    pub carried: Option<State>,
 }
 
 impl TaskCheckpoint {
     /// The model, with the checkpoint's parameters.
     pub fn model(&self) -> Result<CharLm> {
-        let vb = VarBuilder::from_tensors(self.tensors.clone(), DType::F32, &Device::Cpu);
+        let tensors: HashMap<String, Tensor> = self.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
         CharLm::new(self.config.model.clone(), vb).context("the checkpoint's parameters do not fit its model")
     }
 }
@@ -104,41 +109,33 @@ fn run_json(run: &RunState) -> Value {
     })
 }
 
-/// Saves the model, vocabulary, configuration and run state to `path`, atomically.
+/// Saves the model, vocabulary, configuration, run state, optimizer and schedule state and the
+/// carried recurrent state to `path`, atomically.
+#[allow(clippy::too_many_arguments)]
 pub fn save(
     path: &Path,
     model: &CharLm,
     vocab: &Vocab,
     config: &RunConfig,
     run: &RunState,
-    _trainer: &Trainer,
-    _varmap: &VarMap,
+    trainer: &Trainer,
+    carried: Option<&State>,
 ) -> Result<()> {
-    let weights = model.weights();
-    let mut metadata = HashMap::new();
-    metadata.insert("format".to_string(), "recur-checkpoint".to_string());
-    metadata.insert("format_version".to_string(), FORMAT_VERSION.to_string());
-    metadata.insert("task".to_string(), TASK.to_string());
-    metadata.insert("recur_version".to_string(), recur::VERSION.to_string());
-    metadata.insert("config".to_string(), config_json(config).to_string());
-    metadata.insert("vocab".to_string(), serde_json::to_string(&vocab.as_string())?);
-    metadata.insert("run".to_string(), run_json(run).to_string());
-    let data: Vec<(String, Vec<u8>, Vec<usize>)> = weights
-        .iter()
-        .map(|(name, t)| {
-            let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            Ok((name.clone(), bytes, t.dims().to_vec()))
-        })
-        .collect::<Result<_>>()?;
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
-        .iter()
-        .map(|(name, bytes, shape)| {
-            Ok((name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)?))
-        })
-        .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, Some(metadata)).context("cannot serialise the checkpoint")?;
-    write_atomic(path, &bytes)
+    let (optimizer, schedule) = trainer.state()?;
+    let ckpt = Checkpoint {
+        params: model.weights().into_iter().collect(),
+        optimizer: Some(optimizer),
+        schedule: Some(schedule),
+        carried: carried.cloned(),
+        config: config_json(config),
+        task: json!({ "task": TASK, "vocab": vocab.as_string(), "run": run_json(run) }),
+        step: run.step as u64,
+        epoch: run.epoch as u64,
+        position: run.position as u64,
+        rng: None,
+        recur_version: recur::VERSION.to_string(),
+    };
+    save_checkpoint(path, &ckpt).with_context(|| format!("cannot save the checkpoint {}", path.display()))
 }
 
 fn field<'a>(v: &'a Value, key: &str) -> Result<&'a Value> {
@@ -159,33 +156,15 @@ fn as_str<'a>(v: &'a Value, key: &str) -> Result<&'a str> {
 
 /// Reads and checks a checkpoint written by [`save`].
 pub fn load(path: &Path) -> Result<TaskCheckpoint> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read the checkpoint {}", path.display()))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| anyhow::anyhow!("{} is not a safetensors file ({e})", path.display()))?;
-    let meta = header.metadata().clone().unwrap_or_default();
-    let get = |k: &str| meta.get(k).map(String::as_str);
-    if get("format") != Some("recur-checkpoint") {
-        bail!("{} is not a Recur checkpoint (no recur-checkpoint format tag)", path.display());
+    let ckpt = Checkpoint::load(path)?;
+    let task = as_str(&ckpt.task, "task").unwrap_or("none");
+    if task != TASK {
+        bail!("{} is a checkpoint of task {task:?}, not of the character model", path.display());
     }
-    if get("task") != Some(TASK) {
-        bail!(
-            "{} is a checkpoint of task {:?}, not of the character model",
-            path.display(),
-            get("task").unwrap_or("?")
-        );
-    }
-    let version: u64 = get("format_version").and_then(|v| v.parse().ok()).unwrap_or(0);
-    if version != FORMAT_VERSION {
-        bail!(
-            "{} has checkpoint format version {version}; this recur {} reads version {FORMAT_VERSION}",
-            path.display(),
-            recur::VERSION
-        );
-    }
-    let config: Value = serde_json::from_str(get("config").unwrap_or("")).context("the config metadata is not JSON")?;
-    let model = field(&config, "model")?;
+    let config = &ckpt.config;
+    let model = field(config, "model")?;
     let cell: CellType = as_str(model, "cell")?.parse()?;
-    let config = RunConfig {
+    let run_config = RunConfig {
         model: CharLmConfig {
             vocab_size: as_usize(model, "vocab_size")?,
             cell,
@@ -194,24 +173,23 @@ pub fn load(path: &Path) -> Result<TaskCheckpoint> {
             num_layers: as_usize(model, "num_layers")?,
             dropout: as_f64(model, "dropout")?,
         },
-        seq_len: as_usize(&config, "seq_len")?,
-        batch_size: as_usize(&config, "batch_size")?,
-        lr: as_f64(&config, "lr")?,
-        optimizer: as_str(&config, "optimizer")?.to_string(),
-        lr_schedule: as_str(&config, "lr_schedule")?.to_string(),
-        grad_clip: as_f64(&config, "grad_clip")?,
-        max_steps: as_usize(&config, "max_steps")?,
-        val_fraction: as_f64(&config, "val_fraction")?,
-        seed: field(&config, "seed")?.as_u64().context("`seed` is not a whole number")?,
-        eval_every: as_usize(&config, "eval_every")?,
+        seq_len: as_usize(config, "seq_len")?,
+        batch_size: as_usize(config, "batch_size")?,
+        lr: as_f64(config, "lr")?,
+        optimizer: as_str(config, "optimizer")?.to_string(),
+        lr_schedule: as_str(config, "lr_schedule")?.to_string(),
+        grad_clip: as_f64(config, "grad_clip")?,
+        max_steps: as_usize(config, "max_steps")?,
+        val_fraction: as_f64(config, "val_fraction")?,
+        seed: field(config, "seed")?.as_u64().context("`seed` is not a whole number")?,
+        eval_every: as_usize(config, "eval_every")?,
     };
-    let vocab: String = serde_json::from_str(get("vocab").unwrap_or("")).context("the vocab metadata is not JSON")?;
-    let vocab = Vocab::from_chars(vocab.chars().collect())?;
-    if vocab.len() != config.model.vocab_size {
-        bail!("the checkpoint's vocabulary has {} characters, its model {}", vocab.len(), config.model.vocab_size);
+    let vocab = Vocab::from_chars(as_str(&ckpt.task, "vocab")?.chars().collect())?;
+    if vocab.len() != run_config.model.vocab_size {
+        bail!("the checkpoint's vocabulary has {} characters, its model {}", vocab.len(), run_config.model.vocab_size);
     }
-    let run: Value = serde_json::from_str(get("run").unwrap_or("")).context("the run metadata is not JSON")?;
-    let history = field(&run, "history")?
+    let run = field(&ckpt.task, "run")?;
+    let history = field(run, "history")?
         .as_array()
         .context("`history` is not a list")?
         .iter()
@@ -221,44 +199,35 @@ pub fn load(path: &Path) -> Result<TaskCheckpoint> {
             Ok((s, t, row.get(2).and_then(Value::as_f64)))
         })
         .collect::<Result<Vec<_>>>()?;
-    let step = as_usize(&run, "step")?;
+    let step = ckpt.step as usize;
     let run = RunState {
         step,
         start_step: step,
-        epoch: as_usize(&run, "epoch")?,
-        position: as_usize(&run, "position")?,
-        tokens: field(&run, "tokens")?.as_u64().context("`tokens` is not a whole number")?,
-        best_val: field(&run, "best_val")?.as_f64(),
-        elapsed_s: as_f64(&run, "elapsed_s")?,
+        epoch: ckpt.epoch as usize,
+        position: ckpt.position as usize,
+        tokens: field(run, "tokens")?.as_u64().context("`tokens` is not a whole number")?,
+        best_val: field(run, "best_val")?.as_f64(),
+        elapsed_s: as_f64(run, "elapsed_s")?,
         history,
     };
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-        .with_context(|| format!("cannot read the tensors of {}", path.display()))?;
-    Ok(TaskCheckpoint { config, vocab, run, recur_version: get("recur_version").unwrap_or("?").to_string(), tensors })
+    Ok(TaskCheckpoint {
+        config: run_config,
+        vocab,
+        run,
+        recur_version: ckpt.recur_version.clone(),
+        params: ckpt.params,
+        optimizer: ckpt.optimizer,
+        schedule: ckpt.schedule,
+        carried: ckpt.carried,
+    })
 }
 
-/// Puts the checkpoint's parameters into the run's variables, reporting every missing,
-/// unexpected or mis-shaped one at once.
-pub fn restore(ckpt: &TaskCheckpoint, varmap: &VarMap, _trainer: &mut Trainer) -> Result<()> {
-    let vars = varmap.data().lock().map_err(|_| anyhow::anyhow!("the parameter map is poisoned"))?;
-    let mut problems = Vec::new();
-    for (name, var) in vars.iter() {
-        match ckpt.tensors.get(name) {
-            None => problems.push(format!("missing {name}")),
-            Some(t) if t.dims() != var.as_tensor().dims() => {
-                problems.push(format!("{name} has shape {:?}, the model needs {:?}", t.dims(), var.as_tensor().dims()))
-            }
-            Some(t) => var.set(&t.to_dtype(DType::F32)?)?,
-        }
+/// Puts the checkpoint's parameters into the run's variables (every missing, unexpected or
+/// mis-shaped one reported at once) and restores the optimizer and schedule.
+pub fn restore(ckpt: &TaskCheckpoint, varmap: &VarMap, trainer: &mut Trainer) -> Result<()> {
+    load_params(&ckpt.params, &named_vars(varmap), false).context("the checkpoint does not fit the model")?;
+    match (&ckpt.optimizer, &ckpt.schedule) {
+        (Some(optimizer), Some(schedule)) => trainer.restore(optimizer, schedule),
+        _ => bail!("the checkpoint holds no optimizer or schedule state, so the run cannot continue exactly"),
     }
-    for name in ckpt.tensors.keys() {
-        if !vars.contains_key(name) {
-            problems.push(format!("unexpected {name}"));
-        }
-    }
-    if !problems.is_empty() {
-        problems.sort();
-        bail!("the checkpoint does not fit the model: {}", problems.join("; "));
-    }
-    Ok(())
 }

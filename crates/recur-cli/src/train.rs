@@ -66,9 +66,9 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 5.0, help_heading = "Optimization")]
     pub grad_clip: f64,
 
-    /// Stop after this many steps.
-    #[arg(long, default_value_t = 700, help_heading = "Run")]
-    pub max_steps: usize,
+    /// Stop after this many steps [default: 700; with --resume, the checkpoint's].
+    #[arg(long, help_heading = "Run")]
+    pub max_steps: Option<usize>,
     /// Stop after this many passes over the training text.
     #[arg(long, help_heading = "Run")]
     pub max_epochs: Option<usize>,
@@ -128,6 +128,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(value * scale))
 }
 
+/// Steps of a run when `--max-steps` is not given.
+const DEFAULT_MAX_STEPS: usize = 700;
+
 /// Everything about a run that a checkpoint must carry to resume it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunConfig {
@@ -152,13 +155,14 @@ impl RunConfig {
             ("--embedding-size", args.embedding_size),
             ("--seq-len", args.seq_len),
             ("--batch-size", args.batch_size),
-            ("--max-steps", args.max_steps),
+            ("--max-steps", args.max_steps.unwrap_or(DEFAULT_MAX_STEPS)),
             ("--eval-every", args.eval_every),
         ] {
             if value == 0 {
                 bail!("{flag} must be at least 1");
             }
         }
+        toolkit::check_names(&args.optimizer, &args.lr_schedule)?;
         if !(args.lr.is_finite() && args.lr > 0.0) {
             bail!("--lr must be a positive number, got {}", args.lr);
         }
@@ -180,7 +184,7 @@ impl RunConfig {
             optimizer: args.optimizer.clone(),
             lr_schedule: args.lr_schedule.clone(),
             grad_clip: args.grad_clip,
-            max_steps: args.max_steps,
+            max_steps: args.max_steps.unwrap_or(DEFAULT_MAX_STEPS),
             val_fraction: args.val_fraction,
             seed: args.seed,
             eval_every: args.eval_every,
@@ -243,7 +247,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                     corpus.vocab.len()
                 );
             }
-            RunConfig { max_steps: args.max_steps.max(ckpt.run.step), ..ckpt.config.clone() }
+            RunConfig { max_steps: args.max_steps.unwrap_or(ckpt.config.max_steps), ..ckpt.config.clone() }
         }
         None => RunConfig::from_args(&args, corpus.vocab.len())?,
     };
@@ -253,9 +257,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let model = CharLm::new(config.model.clone(), vb.clone()).context("cannot build the model")?;
     let mut trainer = Trainer::new(&varmap, &config)?;
     let mut run = RunState::default();
+    let mut state: Option<State> = None;
     if let Some(ckpt) = &resumed {
         checkpoint::restore(ckpt, &varmap, &mut trainer)?;
         run = ckpt.run.clone();
+        state = ckpt.carried.clone();
     }
     model.set_training(true);
 
@@ -301,7 +307,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let last_path = out_dir.join("last.safetensors");
     let best_path = out_dir.join("best.safetensors");
     let mut history = run.history.clone();
-    let mut state: Option<State> = None;
     let start = Instant::now();
     let mut window_losses: Vec<f64> = Vec::new();
     let mut last_norm;
@@ -336,7 +341,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 run.step + 1
             );
         }
-        last_norm = trainer.step(&loss, run.step)?;
+        last_norm = trainer.step(&loss)?;
         state = Some(next.detach());
         run.step += 1;
         run.tokens += tokens_per_step;
@@ -369,6 +374,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             } else {
                 Some(evaluate(&model, val_ids, config.batch_size, config.seq_len)?.0)
             };
+            trainer.evaluated(val_loss)?;
             history.push((run.step, train_loss, val_loss));
             run.history = history.clone();
             let row = Metrics {
@@ -389,9 +395,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 run.best_val = val_loss;
             }
             let snapshot = RunState { elapsed_s: run.elapsed_s + elapsed, ..run.clone() };
-            checkpoint::save(&last_path, &model, &corpus.vocab, &config, &snapshot, &trainer, &varmap)?;
+            checkpoint::save(&last_path, &model, &corpus.vocab, &config, &snapshot, &trainer, state.as_ref())?;
             if improved || val_loss.is_none() {
-                checkpoint::save(&best_path, &model, &corpus.vocab, &config, &snapshot, &trainer, &varmap)?;
+                checkpoint::save(&best_path, &model, &corpus.vocab, &config, &snapshot, &trainer, state.as_ref())?;
             }
             progress.report(&Snapshot {
                 step: run.step,
@@ -415,7 +421,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
     // Save where the run stopped (unless the last evaluation just did).
     if run.step % config.eval_every != 0 {
-        checkpoint::save(&last_path, &model, &corpus.vocab, &config, &run, &trainer, &varmap)?;
+        checkpoint::save(&last_path, &model, &corpus.vocab, &config, &run, &trainer, state.as_ref())?;
     }
     if stop_reason == "interrupted" {
         writeln!(out, "interrupted at step {}: saved {}", run.step, last_path.display())?;
