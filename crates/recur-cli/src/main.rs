@@ -6,8 +6,10 @@
 //! in the library; this binary only adds context with `anyhow` and prints.
 
 mod checkpoint;
+mod compare;
 mod corpus;
 mod eval;
+mod gradflow;
 mod inspect;
 mod interrupt;
 mod progress;
@@ -40,6 +42,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Describe a checkpoint: model, parameters, vocabulary, training state.
     Inspect(inspect::InspectArgs),
+    /// Plot how far back a last-step gradient reaches in RNN, LSTM and GRU (vanishing gradients).
+    Gradflow(gradflow::GradflowArgs),
+    /// Train LSTM, GRU and RNN of one parameter budget for the same time and compare them.
+    Compare(compare::CompareArgs),
     /// Print the library version and the number of threads the kernels use.
     Info,
 }
@@ -84,6 +90,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Gradflow(args) => gradflow::run(args),
+        Command::Compare(args) => compare::run(args),
         Command::Info => info(),
     }
 }

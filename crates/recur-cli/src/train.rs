@@ -433,12 +433,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     writeln!(
         out,
-        "done ({stop_reason}) after {} steps, {} epochs, in {}: train loss {:.4}{} nats/char (unigram {:.4})",
+        "done ({stop_reason}) after {} steps, {} epochs, in {}: train loss {:.4} nats/char{} (unigram {:.4})",
         run.step,
         run.epoch,
         progress::duration(elapsed),
         history.last().map_or(f64::NAN, |h| h.1),
-        val.map_or(String::new(), |v| format!(", validation {v:.4} ({:.3} bits/char)", v / std::f64::consts::LN_2)),
+        val.map_or(String::new(), |v| format!(
+            ", validation {v:.4} nats/char = {:.3} bits/char",
+            v / std::f64::consts::LN_2
+        )),
         unigram
     )?;
     writeln!(out, "checkpoints: {} and {}", best_path.display(), last_path.display())?;

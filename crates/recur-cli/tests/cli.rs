@@ -271,3 +271,41 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     assert!(inspect.status.success(), "the saved checkpoint loads: {}", stderr(&inspect));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn gradflow_reports_decay_rates_and_writes_a_plot() {
+    let dir = scratch("gradflow");
+    let plot = dir.join("g.svg");
+    let o = recur(&["gradflow", "--seq-len", "12", "--train-steps", "5", "--hidden-size", "8", "--plot", p(&plot)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for cell in ["rnn", "lstm", "gru"] {
+        let row = text.lines().find(|l| l.starts_with(cell)).unwrap_or_else(|| panic!("{cell} row in {text}"));
+        let rho: f64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(rho > 0.0 && rho.is_finite(), "{row}");
+    }
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert_eq!(svg.matches("<path").count(), 3, "one line per cell");
+    assert_clean_error(&recur(&["gradflow", "--seq-len", "1"]), "--seq-len");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn compare_trains_three_cells_of_one_budget() {
+    let dir = scratch("compare");
+    let text = write(&dir, "text.txt", tiny_text().repeat(4).as_bytes());
+    let plot = dir.join("c.svg");
+    let o = recur(&["compare", "--text", p(&text), "--budget", "6000", "--time-per-cell", "1s", "--plot", p(&plot)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = stdout(&o);
+    let params: Vec<f64> = ["lstm", "gru", "rnn"]
+        .iter()
+        .map(|cell| {
+            let row = report.lines().find(|l| l.starts_with(cell)).unwrap_or_else(|| panic!("{cell} in {report}"));
+            row.split_whitespace().nth(2).unwrap().parse().unwrap()
+        })
+        .collect();
+    assert!(params.iter().all(|&n| (n - 6000.0).abs() / 6000.0 < 0.1), "budgets {params:?}");
+    assert!(std::fs::read_to_string(&plot).unwrap().contains("<svg"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
