@@ -53,6 +53,8 @@ pub struct TaskCheckpoint {
     pub optimizer: Option<OptimizerState>,
     pub schedule: Option<Value>,
     pub carried: Option<State>,
+    /// The layers' dropout generator position.
+    pub dropout_state: Option<u128>,
 }
 
 impl TaskCheckpoint {
@@ -128,7 +130,13 @@ pub fn save(
         schedule: Some(schedule),
         carried: carried.cloned(),
         config: config_json(config),
-        task: json!({ "task": TASK, "vocab": vocab.as_string(), "run": run_json(run) }),
+        task: json!({
+            "task": TASK,
+            "vocab": vocab.as_string(),
+            "run": run_json(run),
+            // u128 as a string: JSON numbers lose precision past 2^53.
+            "dropout_state": model.rnn().dropout_state().to_string(),
+        }),
         step: run.step as u64,
         epoch: run.epoch as u64,
         position: run.position as u64,
@@ -219,6 +227,7 @@ pub fn load(path: &Path) -> Result<TaskCheckpoint> {
         optimizer: ckpt.optimizer,
         schedule: ckpt.schedule,
         carried: ckpt.carried,
+        dropout_state: ckpt.task.get("dropout_state").and_then(Value::as_str).and_then(|s| s.parse().ok()),
     })
 }
 

@@ -262,6 +262,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         checkpoint::restore(ckpt, &varmap, &mut trainer)?;
         run = ckpt.run.clone();
         state = ckpt.carried.clone();
+        if let Some(position) = ckpt.dropout_state {
+            model.rnn().set_dropout_state(position);
+        }
     }
     model.set_training(true);
 

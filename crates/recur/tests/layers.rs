@@ -258,3 +258,39 @@ fn forward_no_grad_equals_forward_and_records_nothing() {
     assert_bitwise("cell h", &b.h, &a.h);
     assert_bitwise("cell c", b.c.as_ref().unwrap(), a.c.as_ref().unwrap());
 }
+
+/// The dropout generator's position can be saved and restored: the same masks follow.
+#[test]
+fn dropout_state_round_trips() {
+    let vb = |vm: &VarMap| seeded_var_builder(vm, 1, DType::F64, &Device::Cpu);
+    let (vm1, vm2, vm3) = (VarMap::new(), VarMap::new(), VarMap::new());
+    let layers: Vec<Box<dyn Recurrent>> = vec![
+        Box::new(
+            recur::Lstm::new(
+                recur::LstmConfig { num_layers: 3, dropout: 0.5, ..recur::LstmConfig::new(3, 4) },
+                vb(&vm1),
+            )
+            .unwrap(),
+        ),
+        Box::new(
+            recur::Gru::new(recur::GruConfig { num_layers: 3, dropout: 0.5, ..recur::GruConfig::new(3, 4) }, vb(&vm2))
+                .unwrap(),
+        ),
+        Box::new(
+            recur::Rnn::new(recur::RnnConfig { num_layers: 3, dropout: 0.5, ..recur::RnnConfig::new(3, 4) }, vb(&vm3))
+                .unwrap(),
+        ),
+    ];
+    let x = filled(&[5, 2, 3], 4, DType::F64);
+    for layer in layers {
+        let _ = layer.forward(&x, None).unwrap();
+        let position = layer.dropout_state();
+        assert!(position > 0, "{layer}: dropout drew numbers");
+        let (a, _) = layer.forward(&x, None).unwrap();
+        let (b, _) = layer.forward(&x, None).unwrap();
+        assert!(values(&a) != values(&b), "{layer}: fresh masks differ");
+        layer.set_dropout_state(position);
+        let (c, _) = layer.forward(&x, None).unwrap();
+        assert_bitwise(&format!("{layer} output after restoring the dropout state"), &c, &a);
+    }
+}

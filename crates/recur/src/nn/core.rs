@@ -7,8 +7,8 @@ use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Init, VarBuilder};
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use std::sync::Arc;
 
@@ -158,7 +158,8 @@ pub(crate) struct Core {
     layers: Vec<Vec<Tensor>>,
     named: Vec<(String, Tensor)>,
     training: AtomicBool,
-    rng: Mutex<StdRng>,
+    /// The dropout generator: ChaCha8, so its position can be saved and restored.
+    rng: Mutex<ChaCha8Rng>,
     warnings: Vec<String>,
     dtype: DType,
     device: Device,
@@ -201,7 +202,7 @@ impl Core {
             }
             layers.push(params);
         }
-        let rng = Mutex::new(StdRng::seed_from_u64(cfg.seed));
+        let rng = Mutex::new(ChaCha8Rng::seed_from_u64(cfg.seed));
         Ok(Self { cfg, layers, named, training: AtomicBool::new(true), rng, warnings, dtype, device })
     }
 
@@ -211,6 +212,18 @@ impl Core {
 
     pub(crate) fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// The dropout generator's position (how many 32-bit words it has produced).
+    pub(crate) fn dropout_state(&self) -> u128 {
+        self.rng.lock().map(|rng| rng.get_word_pos()).unwrap_or(0)
+    }
+
+    /// Moves the dropout generator to a position returned by [`Core::dropout_state`].
+    pub(crate) fn set_dropout_state(&self, position: u128) {
+        if let Ok(mut rng) = self.rng.lock() {
+            rng.set_word_pos(position);
+        }
     }
 
     pub(crate) fn set_training(&self, training: bool) {

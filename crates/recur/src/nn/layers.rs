@@ -47,6 +47,11 @@ pub trait Recurrent: fmt::Display + Send + Sync {
     }
     /// Switches between training mode (inter-layer dropout on) and evaluation mode.
     fn set_training(&self, training: bool);
+    /// The position of the dropout generator, to save with a checkpoint so a resumed run draws
+    /// the same masks as an uninterrupted one.
+    fn dropout_state(&self) -> u128;
+    /// Restores a position returned by [`Recurrent::dropout_state`].
+    fn set_dropout_state(&self, position: u128);
     /// Whether the layer is in training mode.
     fn is_training(&self) -> bool;
     /// The parameters under their PyTorch names (no prefix), in PyTorch's registration order.
@@ -170,6 +175,19 @@ macro_rules! recurrent_layer {
                 self.core.is_training()
             }
 
+            /// The position of the dropout generator (seeded by the config's `seed`): save it
+            /// with a checkpoint and restore it with
+            /// [`set_dropout_state`](Self::set_dropout_state) so a resumed run draws the same
+            /// dropout masks as an uninterrupted one.
+            pub fn dropout_state(&self) -> u128 {
+                self.core.dropout_state()
+            }
+
+            /// Moves the dropout generator to a position from [`dropout_state`](Self::dropout_state).
+            pub fn set_dropout_state(&self, position: u128) {
+                self.core.set_dropout_state(position)
+            }
+
             /// The parameters under their PyTorch names (no prefix), in registration order:
             /// `weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`, (`weight_hr_l0`),
             /// then `…_reverse`, then layer 1…
@@ -231,6 +249,12 @@ macro_rules! recurrent_layer {
             }
             fn is_training(&self) -> bool {
                 $name::is_training(self)
+            }
+            fn dropout_state(&self) -> u128 {
+                $name::dropout_state(self)
+            }
+            fn set_dropout_state(&self, position: u128) {
+                $name::set_dropout_state(self, position)
             }
             fn weights(&self) -> Vec<(String, Tensor)> {
                 $name::weights(self)
