@@ -34,7 +34,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, IndexOp, Tensor, D};
-use candle_nn::{AdamW, Embedding, Linear, Module, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{Embedding, Linear, Module, VarBuilder, VarMap};
+use recur::train::{named_vars, Adam, AdamConfig, Optimizer};
 use recur::{seeded_var_builder, Rnn, RnnConfig};
 
 /// The training text of the tutorial.
@@ -182,12 +183,7 @@ fn run() -> Result<bool> {
     );
     println!();
 
-    let adam = ParamsAdamW {
-        lr: LEARNING_RATE,
-        weight_decay: 0.0, // AdamW without weight decay is Adam
-        ..ParamsAdamW::default()
-    };
-    let mut optimizer = AdamW::new(varmap.all_vars(), adam)?;
+    let mut optimizer = Adam::new(named_vars(&varmap), AdamConfig { lr: LEARNING_RATE, ..AdamConfig::default() })?;
     let report_every = (epochs / 10).max(1);
     let start = Instant::now();
     for epoch in 1..=epochs {

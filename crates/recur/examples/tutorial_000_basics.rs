@@ -13,10 +13,11 @@ use std::fmt;
 
 use anyhow::Result;
 use candle_core::{DType, Device, IndexOp, Tensor};
-use candle_nn::{AdamW, Linear, Module, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{Linear, Module, VarBuilder, VarMap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use recur::repr::ModuleRepr;
+use recur::train::{named_vars, Adam, AdamConfig, Optimizer};
 use recur::{Rnn, RnnCell, RnnCellConfig, RnnConfig, State};
 
 /// `nn.RNN(input_size, hidden_size, batch_first=True)` → `nn.Linear` on the last step.
@@ -202,9 +203,8 @@ fn main() -> Result<()> {
     let model = MultiLayerRnn::new(input_size, hidden_size, output_size, num_layers, vb)?;
     println!("text classification: inputs {:?}, labels {:?}", inputs.dims(), labels.dims());
     println!("{model}");
-    // torch.optim.Adam(model.parameters(), lr=0.001) is AdamW without weight decay.
-    let adam = ParamsAdamW { lr: 0.001, weight_decay: 0.0, ..ParamsAdamW::default() };
-    let mut optimizer = AdamW::new(varmap.all_vars(), adam)?;
+    // torch.optim.Adam(model.parameters(), lr=0.001)
+    let mut optimizer = Adam::new(named_vars(&varmap), AdamConfig { lr: 0.001, ..AdamConfig::default() })?;
     model.rnn.set_training(true); // model.train()
     for epoch in 0..num_epochs {
         let outputs = model.forward(&inputs)?;

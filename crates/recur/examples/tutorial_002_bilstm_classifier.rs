@@ -13,10 +13,11 @@ use std::fmt;
 
 use anyhow::{ensure, Result};
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{AdamW, Dropout, Embedding, Linear, Module, ModuleT, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{Dropout, Embedding, Linear, Module, ModuleT, VarBuilder, VarMap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use recur::repr::{self, ModuleRepr};
+use recur::train::{named_vars, Adam, AdamConfig, Optimizer};
 use recur::{pack_padded_sequence, pad_packed_sequence, Lstm, LstmConfig};
 
 /// The tutorial's `TextClassifier`.
@@ -134,8 +135,7 @@ fn main() -> Result<()> {
     let vb = recur::seeded_var_builder(&varmap, 1, DType::F32, &device);
     let model = TextClassifier::new(vocab as usize, 16, 32, 2, 2, 0.1, vb)?;
     println!("\n{model}");
-    let adam = ParamsAdamW { lr: 0.01, weight_decay: 0.0, ..ParamsAdamW::default() };
-    let mut optimizer = AdamW::new(varmap.all_vars(), adam)?;
+    let mut optimizer = Adam::new(named_vars(&varmap), AdamConfig { lr: 0.01, ..AdamConfig::default() })?;
     let labels_of = |ids: &[u32], lengths: &[usize]| -> Result<Tensor> {
         let labels: Vec<u32> =
             lengths.iter().enumerate().map(|(row, &len)| u32::from(ids[row * t_max + len - 1] >= vocab / 2)).collect();

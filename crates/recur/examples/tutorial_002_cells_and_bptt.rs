@@ -18,13 +18,13 @@ use std::collections::HashMap;
 use std::fmt;
 
 use anyhow::{ensure, Context, Result};
-use candle_core::backprop::GradStore;
-use candle_core::{DType, Device, IndexOp, Tensor, Var};
-use candle_nn::{AdamW, Dropout, Linear, Module, ModuleT, Optimizer, ParamsAdamW, VarMap};
+use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_nn::{Dropout, Linear, Module, ModuleT, VarMap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use recur::models::{CellType, CharLm, CharLmConfig};
 use recur::repr::{self, ModuleRepr};
+use recur::train::{clip_grad_norm, named_vars, Adam, AdamConfig, NormType, Optimizer};
 use recur::{Gru, GruConfig, Lstm, LstmConfig, Rnn, RnnConfig, State};
 
 /// The tutorial's `ManualRNNCell`, reading its parameters from an `Rnn` layer (PyTorch layout:
@@ -134,26 +134,6 @@ fn randn(rng: &mut StdRng, shape: &[usize]) -> Result<Tensor> {
         })
         .collect();
     Ok(Tensor::from_vec(values, shape, &Device::Cpu)?)
-}
-
-/// `torch.nn.utils.clip_grad_norm_(parameters, max_norm)`: scales all gradients by
-/// `min(1, max_norm / (‖g‖ + 1e-6))`, returns `‖g‖`.
-// TODO(toolkit): recur::train::clip_grad_norm
-fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Result<f64> {
-    let mut total = 0.0;
-    for var in vars {
-        if let Some(g) = grads.get(var.as_tensor()) {
-            total += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        }
-    }
-    let total = total.sqrt();
-    let coef = (max_norm / (total + 1e-6)).min(1.0);
-    for var in vars {
-        if let Some(g) = grads.remove(var.as_tensor()) {
-            grads.insert(var.as_tensor(), g.affine(coef, 0.0)?);
-        }
-    }
-    Ok(total)
 }
 
 /// The tutorial's `StackedLSTM`: single-layer LSTMs with `nn.Dropout` between them.
@@ -269,9 +249,8 @@ fn main() -> Result<()> {
     };
     let model = CharLm::new(config, vb)?;
     println!("\ntruncated BPTT on {} characters, seq_length 35:\n{model}", stream.len());
-    let adam = ParamsAdamW { lr: 0.003, weight_decay: 0.0, ..ParamsAdamW::default() };
     let vars = varmap.all_vars();
-    let mut optimizer = AdamW::new(vars.clone(), adam)?;
+    let mut optimizer = Adam::new(named_vars(&varmap), AdamConfig { lr: 0.003, ..AdamConfig::default() })?;
     let (seq_length, epochs) = (35, if small { 3 } else { 5 });
     for epoch in 1..=epochs {
         let (mut h, mut total, mut windows, mut max_norm) = (None::<State>, 0.0, 0, 0f64);
@@ -283,7 +262,7 @@ fn main() -> Result<()> {
             let (output, next) = model.forward(&x, h_in.as_ref())?;
             let loss = candle_nn::loss::cross_entropy(&output.squeeze(0)?, &y)?;
             let mut grads = loss.backward()?;
-            max_norm = max_norm.max(clip_grad_norm(&mut grads, &vars, 5.0)?);
+            max_norm = max_norm.max(clip_grad_norm(&vars, &mut grads, 5.0, NormType::L2, false)?);
             optimizer.step(&grads)?;
             h = Some(next);
             total += f64::from(loss.to_scalar::<f32>()?);

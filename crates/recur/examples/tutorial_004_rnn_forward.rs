@@ -20,11 +20,12 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{AdamW, Linear, Module, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{Linear, Module, VarBuilder, VarMap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use recur::plot::{LinePlot, Series};
 use recur::repr::ModuleRepr;
+use recur::train::{named_vars, Adam, AdamConfig, Optimizer};
 use recur::{Rnn, RnnConfig, State};
 
 /// `torch.randn(shape) * std` from a seeded generator.
@@ -154,8 +155,7 @@ fn main() -> Result<()> {
     let vb = recur::seeded_var_builder(&varmap, 1, DType::F32, &device);
     let model = RnnModel::new(feature_size, hidden_size, num_layers, output_size, &varmap, vb, &mut rng)?;
     println!("model:\n {model}");
-    let adam = ParamsAdamW { lr: lr_rate, weight_decay: 0.0, ..ParamsAdamW::default() };
-    let mut optimizer = AdamW::new(varmap.all_vars(), adam)?;
+    let mut optimizer = Adam::new(named_vars(&varmap), AdamConfig { lr: lr_rate, ..AdamConfig::default() })?;
     let mut hidden_prev = Tensor::zeros((num_layers, batch_size, hidden_size), DType::F32, &device)?;
     let mut loss_plt = Vec::new();
     for iter in 0..epoch {

@@ -18,10 +18,11 @@
 
 use anyhow::{ensure, Result};
 use candle_core::{DType, Device, IndexOp, Tensor};
-use candle_nn::{AdamW, Linear, Module, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{Linear, Module, VarBuilder, VarMap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use recur::repr::ModuleRepr;
+use recur::train::{named_vars, Adam, AdamConfig, Optimizer};
 use recur::{Rnn, RnnConfig, State};
 
 const HIDDEN: usize = 32;
@@ -39,8 +40,7 @@ fn rnn(input_size: usize, vb: VarBuilder) -> Result<Rnn> {
 
 /// Adam on every variable of `varmap` for `steps` full-batch steps; returns (first, last) loss.
 fn fit(varmap: &VarMap, steps: usize, mut loss: impl FnMut() -> Result<Tensor>) -> Result<(f32, f32)> {
-    let adam = ParamsAdamW { lr: 0.01, weight_decay: 0.0, ..ParamsAdamW::default() };
-    let mut optimizer = AdamW::new(varmap.all_vars(), adam)?;
+    let mut optimizer = Adam::new(named_vars(varmap), AdamConfig { lr: 0.01, ..AdamConfig::default() })?;
     let (mut first, mut last) = (f32::NAN, f32::NAN);
     for step in 0..steps {
         let value = loss()?;

@@ -5,10 +5,10 @@
 
 use std::time::Instant;
 
+use crate::train::{clip_grad_norm, named_vars, Adam, AdamConfig, NormType, Optimizer};
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use candle_nn::VarMap;
 
-use super::clip_grad_norm;
 use crate::data::Vocab;
 use crate::models::{CellType, CharLm, CharLmConfig};
 use crate::nn::State;
@@ -225,8 +225,8 @@ pub fn compare_cells(
         progress(&CompareProgress::Start { cell, hidden_size, parameters });
 
         let vars = varmap.all_vars();
-        let adam = ParamsAdamW { lr: c.learning_rate, weight_decay: 0.0, ..ParamsAdamW::default() };
-        let mut optimizer = AdamW::new(vars.clone(), adam)?;
+        let mut optimizer =
+            Adam::new(named_vars(&varmap), AdamConfig { lr: c.learning_rate, ..AdamConfig::default() })?;
         let (mut state, mut pos, mut steps, mut tokens): (Option<State>, usize, usize, usize) = (None, 0, 0, 0);
         let mut train_curve = Vec::new();
         let start = Instant::now();
@@ -245,7 +245,7 @@ pub fn compare_cells(
             let logits = logits.reshape((c.batch_size * window, vocab.len()))?;
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
             let mut grads = loss.backward()?;
-            clip_grad_norm(&mut grads, &vars, c.grad_clip)?;
+            clip_grad_norm(&vars, &mut grads, c.grad_clip, NormType::L2, false)?;
             optimizer.step(&grads)?;
             steps += 1;
             tokens += c.batch_size * window;

@@ -9,12 +9,13 @@
 //! `‖∂L/∂h_t‖` shows how much of it reaches step `t`. Everything runs in f64, so gradients far
 //! below f32's range are still measured.
 
+use crate::train::{clip_grad_norm, named_vars, Adam, AdamConfig, NormType, Optimizer};
 use candle_core::{DType, Device, IndexOp, Tensor};
-use candle_nn::{AdamW, Linear, Module, Optimizer, ParamsAdamW, VarMap};
+use candle_nn::{Linear, Module, VarMap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{clip_grad_norm, fit_decay_rate, hidden_gradients, LayerRef};
+use super::{fit_decay_rate, hidden_gradients, LayerRef};
 use crate::models::CellType;
 use crate::nn::{linear, Gru, GruConfig, Lstm, LstmConfig, Rnn, RnnConfig, State};
 use crate::plot::{LinePlot, Series};
@@ -199,8 +200,7 @@ pub fn gradient_flow_with(config: &GradFlowConfig) -> Result<GradFlowReport> {
     let mut rng = StdRng::seed_from_u64(c.seed ^ 0x5EED_DA7A);
 
     let vars = varmap.all_vars();
-    let params = ParamsAdamW { lr: c.learning_rate, weight_decay: 0.0, ..ParamsAdamW::default() };
-    let mut optimizer = AdamW::new(vars.clone(), params)?;
+    let mut optimizer = Adam::new(named_vars(&varmap), AdamConfig { lr: c.learning_rate, ..AdamConfig::default() })?;
     let mut train_losses = Vec::with_capacity(c.train_steps);
     for _ in 0..c.train_steps {
         let (x, labels) = recall_batch(&mut rng, c.batch_size, c.seq_len, c.num_symbols)?;
@@ -210,7 +210,7 @@ pub fn gradient_flow_with(config: &GradFlowConfig) -> Result<GradFlowReport> {
         let targets = Tensor::from_vec(targets, c.batch_size * c.seq_len, &device)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
         let mut grads = loss.backward()?;
-        clip_grad_norm(&mut grads, &vars, c.grad_clip)?;
+        clip_grad_norm(&vars, &mut grads, c.grad_clip, NormType::L2, false)?;
         optimizer.step(&grads)?;
         train_losses.push(loss.to_scalar::<f64>()?);
     }

@@ -81,6 +81,12 @@ pub trait Optimizer {
     /// and every buffer's shape and dtype, reporting all problems at once and changing nothing
     /// on error.
     fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()>;
+    /// `loss.backward()` then [`Optimizer::step`]: PyTorch's `zero_grad(); loss.backward();
+    /// step()` in one call (candle's backward returns fresh gradients, so nothing needs zeroing).
+    fn backward_step(&mut self, loss: &candle_core::Tensor) -> Result<()> {
+        let grads = loss.backward()?;
+        self.step(&grads)
+    }
 }
 
 /// Arithmetic the update rules need, for f32 and f64.
