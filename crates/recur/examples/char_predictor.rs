@@ -188,7 +188,7 @@ fn run() -> Result<bool> {
     let start = Instant::now();
     for epoch in 1..=epochs {
         let logits = model.forward(&inputs)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
+        let loss = recur::train::cross_entropy(&logits, &targets)?;
         optimizer.backward_step(&loss)?;
         if epoch == 1 || epoch % report_every == 0 || epoch == epochs {
             println!("epoch {epoch:>4}  loss {:.4}", loss.to_scalar::<f32>()?);

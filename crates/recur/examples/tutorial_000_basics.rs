@@ -208,7 +208,7 @@ fn main() -> Result<()> {
     model.rnn.set_training(true); // model.train()
     for epoch in 0..num_epochs {
         let outputs = model.forward(&inputs)?;
-        let loss = candle_nn::loss::cross_entropy(&outputs, &labels)?; // nn.CrossEntropyLoss()
+        let loss = recur::train::cross_entropy(&outputs, &labels)?; // nn.CrossEntropyLoss()
         optimizer.backward_step(&loss)?; // zero_grad(); backward(); step()
         println!("Epoch [{}/{num_epochs}], Loss: {:.4}", epoch + 1, loss.to_scalar::<f32>()?);
     }

@@ -144,7 +144,7 @@ fn main() -> Result<()> {
     for epoch in 1..=epochs {
         model.set_training(true);
         let (x, lengths, ids) = batch(&mut rng, batch_size, t_max, vocab, 3)?;
-        let loss = candle_nn::loss::cross_entropy(&model.forward(&x, &lengths)?, &labels_of(&ids, &lengths)?)?;
+        let loss = recur::train::cross_entropy(&model.forward(&x, &lengths)?, &labels_of(&ids, &lengths)?)?;
         optimizer.backward_step(&loss)?;
         if epoch % 10 == 0 || epoch == 1 {
             println!("epoch {epoch:>3}  loss {:.4}", loss.to_scalar::<f32>()?);

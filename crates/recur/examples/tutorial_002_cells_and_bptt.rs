@@ -260,7 +260,7 @@ fn main() -> Result<()> {
             let y = Tensor::new(&stream[i + 1..end + 1], &device)?; // (T,)
             let h_in = h.as_ref().map(State::detach); // cut the graph, keep the values
             let (output, next) = model.forward(&x, h_in.as_ref())?;
-            let loss = candle_nn::loss::cross_entropy(&output.squeeze(0)?, &y)?;
+            let loss = recur::train::cross_entropy(&output.squeeze(0)?, &y)?;
             let mut grads = loss.backward()?;
             max_norm = max_norm.max(clip_grad_norm(&vars, &mut grads, 5.0, NormType::L2, false)?);
             optimizer.step(&grads)?;

@@ -165,7 +165,7 @@ fn main() -> Result<()> {
             println!("x: {:?}\noutput_size: {:?}\ny: {:?}", x.dims(), output.dims(), y.dims());
         }
         hidden_prev = hidden.detach(); // carry the state, not its graph
-        let loss = candle_nn::loss::mse(&output, &y)?; // nn.MSELoss()
+        let loss = recur::train::mse(&output, &y)?; // nn.MSELoss()
         optimizer.backward_step(&loss)?;
         if iter % 100 == 0 || iter + 1 == epoch {
             let value = loss.to_scalar::<f32>()?;

@@ -146,7 +146,7 @@ fn main() -> Result<()> {
     let previous = Tensor::cat(&[Tensor::zeros((batch, 1, 1), DType::F32, &device)?, x.i((.., ..t_len - 1, ..))?], 1)?;
     let y = (&x + previous)?;
     println!("x {:?} -> y {:?}", x.dims(), model.forward(&x)?.dims());
-    fit(&varmap, steps, || Ok(candle_nn::loss::mse(&model.forward(&x)?, &y)?))?;
+    fit(&varmap, steps, || Ok(recur::train::mse(&model.forward(&x)?, &y)?))?;
 
     // N vs 1: the sign of the sum, two classes.
     let varmap = VarMap::new();
@@ -156,7 +156,7 @@ fn main() -> Result<()> {
     let x = uniform(&mut rng, &[batch, t_len, 1])?;
     let labels = x.sum((1, 2))?.gt(0f32)?.to_dtype(DType::U32)?;
     println!("x {:?} -> logits {:?}", x.dims(), model.forward(&x)?.dims());
-    fit(&varmap, steps, || Ok(candle_nn::loss::cross_entropy(&model.forward(&x)?, &labels)?))?;
+    fit(&varmap, steps, || Ok(recur::train::cross_entropy(&model.forward(&x)?, &labels)?))?;
 
     // 1 vs N: the line a + b·t/T from (a, b).
     let ab = uniform(&mut rng, &[batch, 2])?;
@@ -169,7 +169,7 @@ fn main() -> Result<()> {
         let how = if every_step { "input at every step" } else { "input at the first step" };
         println!("1 vs N ({how})\n{}", ModuleRepr::new("OneVsN").child("rnn", &model.rnn).child("fc", &model.fc));
         println!("x {:?} -> y {:?}", ab.dims(), model.forward(&ab, t_len)?.dims());
-        fit(&varmap, steps, || Ok(candle_nn::loss::mse(&model.forward(&ab, t_len)?, &y)?))?;
+        fit(&varmap, steps, || Ok(recur::train::mse(&model.forward(&ab, t_len)?, &y)?))?;
     }
 
     // N vs M: read 8 steps, write the first 4 in reverse.
@@ -195,7 +195,7 @@ fn main() -> Result<()> {
             .child("fc", &model.fc);
         println!("N vs M, encoder-decoder ({how})\n{tree}");
         println!("x {:?} -> y {:?}", x.dims(), model.forward(&x, m_out)?.dims());
-        fit(&varmap, steps, || Ok(candle_nn::loss::mse(&model.forward(&x, m_out)?, &y)?))?;
+        fit(&varmap, steps, || Ok(recur::train::mse(&model.forward(&x, m_out)?, &y)?))?;
     }
     Ok(())
 }

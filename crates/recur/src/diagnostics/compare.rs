@@ -243,7 +243,7 @@ pub fn compare_cells(
             let y = Tensor::from_vec(y, c.batch_size * window, &device)?;
             let (logits, next) = model.forward(&x, state.as_ref())?;
             let logits = logits.reshape((c.batch_size * window, vocab.len()))?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            let loss = crate::train::cross_entropy(&logits, &y)?;
             let mut grads = loss.backward()?;
             clip_grad_norm(&vars, &mut grads, c.grad_clip, NormType::L2, false)?;
             optimizer.step(&grads)?;
@@ -300,7 +300,7 @@ fn evaluate_bpc(model: &CharLm, ids: &[u32], seq_len: usize, device: &Device) ->
         let x = Tensor::new(&ids[pos..pos + window], device)?.unsqueeze(0)?;
         let y = Tensor::new(&ids[pos + 1..pos + 1 + window], device)?;
         let (logits, next) = model.forward_no_grad(&x, state.as_ref())?;
-        let loss = candle_nn::loss::cross_entropy(&logits.squeeze(0)?, &y)?;
+        let loss = crate::train::cross_entropy(&logits.squeeze(0)?, &y)?;
         total += f64::from(loss.to_scalar::<f32>()?) * window as f64;
         count += window;
         state = Some(next);

@@ -208,7 +208,7 @@ pub fn gradient_flow_with(config: &GradFlowConfig) -> Result<GradFlowReport> {
         let logits = head.forward(&output.reshape((c.batch_size * c.seq_len, h))?)?;
         let targets: Vec<u32> = labels.iter().flat_map(|&k| std::iter::repeat(k).take(c.seq_len)).collect();
         let targets = Tensor::from_vec(targets, c.batch_size * c.seq_len, &device)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
+        let loss = crate::train::cross_entropy(&logits, &targets)?;
         let mut grads = loss.backward()?;
         clip_grad_norm(&vars, &mut grads, c.grad_clip, NormType::L2, false)?;
         optimizer.step(&grads)?;
@@ -223,7 +223,7 @@ pub fn gradient_flow_with(config: &GradFlowConfig) -> Result<GradFlowReport> {
         let logits = head.forward(&output.i((.., last, ..))?)?; // (B, K)
         let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
         correct = predicted.iter().zip(&labels).filter(|(p, l)| p == l).count() as f64;
-        Ok(candle_nn::loss::cross_entropy(&logits, &targets)?)
+        crate::train::cross_entropy(&logits, &targets)
     })?;
     let norms = measured.norms;
     let decay_rate = fit_decay_rate(&norms).unwrap_or(0.0);
