@@ -135,7 +135,8 @@ def main():
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    text = args.text.read_text(encoding="utf-8")
+    # Bytes as they are (no newline translation): Recur reads the file as it is, CRLF included.
+    text = args.text.read_bytes().decode("utf-8")
     vocab = sorted(set(text))
     index = {c: i for i, c in enumerate(vocab)}
     ids = [index[c] for c in text]
