@@ -56,7 +56,7 @@ pub fn evaluate(model: &CharLm, ids: &[u32], batch: usize, seq_len: usize) -> Re
             let (x, y) = streams.window(w, seq_len, &device)?;
             let (logits, next) = model.forward_no_grad(&x, state.as_ref())?;
             let logits = logits.flatten_to(1)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &y)?.to_dtype(candle_core::DType::F64)?;
+            let loss = recur::train::cross_entropy(&logits, &y)?.to_dtype(candle_core::DType::F64)?;
             total += loss.to_scalar::<f64>()? * y.elem_count() as f64;
             count += y.elem_count();
             state = Some(next);
