@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, StorageRef, Tensor};
 
+use super::split::{self, Chunk};
 use crate::kernels::rnn::Activation;
 use crate::kernels::{gemm, gru, lstm, rnn, Dims, Float, Grads, Weights};
 
@@ -134,19 +135,19 @@ impl LayerSpec {
         self.y_len() + self.state_len()
     }
 
-    fn workspace_len(&self) -> usize {
+    fn workspace_len(&self, d: Dims<'_>) -> usize {
         match self.kind {
-            CellKind::Rnn(_) => rnn::rnn_workspace_len(self.dims()),
-            CellKind::Lstm => lstm::lstm_workspace_len(self.dims()),
-            CellKind::Gru => gru::gru_workspace_len(self.dims()),
+            CellKind::Rnn(_) => rnn::rnn_workspace_len(d),
+            CellKind::Lstm => lstm::lstm_workspace_len(d),
+            CellKind::Gru => gru::gru_workspace_len(d),
         }
     }
 
-    fn scratch_len(&self) -> usize {
+    fn scratch_len(&self, d: Dims<'_>) -> usize {
         match self.kind {
-            CellKind::Rnn(_) => rnn::rnn_scratch_len(self.dims()),
-            CellKind::Lstm => lstm::lstm_scratch_len(self.dims()),
-            CellKind::Gru => gru::gru_scratch_len(self.dims()),
+            CellKind::Rnn(_) => rnn::rnn_scratch_len(d),
+            CellKind::Lstm => lstm::lstm_scratch_len(d),
+            CellKind::Gru => gru::gru_scratch_len(d),
         }
     }
 
@@ -163,11 +164,25 @@ impl LayerSpec {
         }
     }
 
+    /// Whether the layer is big enough for its work to be shared between threads.
+    fn worth_threads(&self) -> bool {
+        gemm::num_threads() > 1 && self.rows() * self.sizes.hidden_size * self.kind.gates() >= 1 << 14
+    }
+
     /// Whether the two directions should run on two threads.
     fn concurrent(&self) -> bool {
-        self.directions == 2
-            && gemm::num_threads() > 1
-            && self.rows() * self.sizes.hidden_size * self.kind.gates() >= 1 << 14
+        self.directions == 2 && self.worth_threads()
+    }
+
+    /// Into how many chunks of batch rows each direction is cut, one thread each (see
+    /// [`split`]): the threads the directions leave, as far as the batch gives every chunk
+    /// [`split::MIN_CHUNK_ROWS`] rows; 1 runs the layer unsplit.
+    fn chunk_count(&self) -> usize {
+        if !self.worth_threads() {
+            return 1;
+        }
+        let spare = gemm::num_threads() / self.directions;
+        spare.min(self.sizes.batch / split::MIN_CHUNK_ROWS).max(1)
     }
 }
 
@@ -220,7 +235,8 @@ pub(crate) struct FusedLayer {
     spec: LayerSpec,
     /// Whether the forward keeps its workspaces for a backward.
     save: bool,
-    saved: Mutex<Option<Saved>>,
+    /// The forward's workspaces (one per direction and chunk) and its chunk count.
+    saved: Mutex<Option<(usize, Saved)>>,
 }
 
 impl FusedLayer {
@@ -240,12 +256,17 @@ impl FusedLayer {
         }
     }
 
-    fn forward<T: Element>(&self, x: &[T], state: &[T], params: &[T]) -> (Vec<T>, Vec<Vec<T>>) {
+    /// The forward: the flat output and the workspaces the backward reads (one per direction, or
+    /// with `chunks > 1` one per direction and chunk, direction-major).
+    fn forward<T: Element>(&self, x: &[T], state: &[T], params: &[T], chunks: usize) -> (Vec<T>, Vec<Vec<T>>) {
+        if chunks > 1 {
+            return self.forward_split(x, state, params, chunks);
+        }
         let spec = &self.spec;
         let d = spec.dims();
         let (dirs, p) = (spec.directions, d.proj_size);
         let mut out = vec![T::ZERO; spec.out_len()];
-        let mut workspaces: Vec<Vec<T>> = (0..dirs).map(|_| vec![T::ZERO; spec.workspace_len()]).collect();
+        let mut workspaces: Vec<Vec<T>> = (0..dirs).map(|_| vec![T::ZERO; spec.workspace_len(d)]).collect();
         let (y_all, rest) = out.split_at_mut(spec.y_len());
         let (h_n_all, c_n_all) = rest.split_at_mut(dirs * spec.h_len());
         // With one direction the kernel writes straight into the output; with two, each direction
@@ -271,13 +292,7 @@ impl FusedLayer {
                 let h0 = &state[dir * spec.h_len()..(dir + 1) * spec.h_len()];
                 let c_at = dirs * spec.h_len() + dir * spec.c_len();
                 let c0 = &state[c_at..c_at + spec.c_len()];
-                let w = spec.weights(params, dir);
-                let reverse = dir == 1;
-                match spec.kind {
-                    CellKind::Rnn(act) => rnn::rnn_forward(d, reverse, act, x, h0, w, y, h_n, ws),
-                    CellKind::Lstm => lstm::lstm_forward(d, reverse, x, h0, c0, w, y, h_n, c_n, ws),
-                    CellKind::Gru => gru::gru_forward(d, reverse, x, h0, w, y, h_n, ws),
-                }
+                run_forward(spec.kind, d, dir == 1, x, h0, c0, spec.weights(params, dir), y, h_n, c_n, ws);
             };
             if spec.concurrent() {
                 let second = jobs.pop();
@@ -309,7 +324,11 @@ impl FusedLayer {
         out: &[T],
         grad: &[T],
         workspaces: &[Vec<T>],
+        chunks: usize,
     ) -> (Vec<T>, Vec<T>, Vec<T>) {
+        if chunks > 1 {
+            return self.backward_split(x, state, params, out, grad, workspaces, chunks);
+        }
         let spec = &self.spec;
         let d = spec.dims();
         let (dirs, p) = (spec.directions, d.proj_size);
@@ -359,33 +378,10 @@ impl FusedLayer {
                 let (y, dy) = if dirs == 1 { (y_all, dy_all) } else { (ys[dir].as_slice(), dys[dir].as_slice()) };
                 let w = spec.weights(params, dir);
                 let g = split_grads(dp, o);
-                let mut scratch = vec![T::ZERO; spec.scratch_len()];
+                let mut scratch = vec![T::ZERO; spec.scratch_len(d)];
                 let ws = &workspaces[dir];
-                let reverse = dir == 1;
-                match spec.kind {
-                    CellKind::Rnn(act) => {
-                        rnn::rnn_backward(d, reverse, act, x, h0, w, y, ws, dy, dh_n, dx, dh0, g, &mut scratch)
-                    }
-                    CellKind::Lstm => lstm::lstm_backward(
-                        d,
-                        reverse,
-                        x,
-                        h0,
-                        c0,
-                        w,
-                        y,
-                        ws,
-                        dy,
-                        dh_n,
-                        dc_n,
-                        dx,
-                        dh0,
-                        dc0,
-                        g,
-                        &mut scratch,
-                    ),
-                    CellKind::Gru => gru::gru_backward(d, reverse, x, h0, w, y, ws, dy, dh_n, dx, dh0, g, &mut scratch),
-                }
+                let out = StateGrads { dx, dh0, dc0 };
+                run_backward(spec.kind, d, dir == 1, x, h0, c0, w, y, ws, dy, dh_n, dc_n, out, g, &mut scratch);
             };
             if concurrent {
                 let (dx0, dx1) = dxs.split_at_mut(1);
@@ -407,6 +403,208 @@ impl FusedLayer {
             }
         }
         (dx, dstate, dparams)
+    }
+}
+
+impl FusedLayer {
+    /// [`FusedLayer::forward`] with each direction's batch cut into `chunks` (see [`split`]): each
+    /// (direction, chunk) pair runs the kernels single-threaded over its own rows, all at once.
+    fn forward_split<T: Element>(&self, x: &[T], state: &[T], params: &[T], chunks: usize) -> (Vec<T>, Vec<Vec<T>>) {
+        use rayon::prelude::*;
+        let spec = &self.spec;
+        let d = spec.dims();
+        let (dirs, i, p) = (spec.directions, d.input_size, d.proj_size);
+        let plan = split::plan(d, chunks);
+        let jobs: Vec<(usize, &Chunk)> = (0..dirs).flat_map(|dir| plan.iter().map(move |c| (dir, c))).collect();
+        let results: Vec<[Vec<T>; 4]> = jobs
+            .par_iter()
+            .map(|&(dir, chunk)| {
+                gemm::serial(|| {
+                    let dc = chunk.dims(d);
+                    let x = split::gather(x, i, 0, i, &chunk.rows);
+                    let (h0, c0) = spec.chunk_state(state, dir, chunk);
+                    let mut y = vec![T::ZERO; chunk.rows.len() * p];
+                    let mut h_n = vec![T::ZERO; h0.len()];
+                    let mut c_n = vec![T::ZERO; c0.len()];
+                    let mut ws = vec![T::ZERO; spec.workspace_len(dc)];
+                    let w = spec.weights(params, dir);
+                    run_forward(spec.kind, dc, dir == 1, &x, h0, c0, w, &mut y, &mut h_n, &mut c_n, &mut ws);
+                    [y, h_n, c_n, ws]
+                })
+            })
+            .collect();
+        let mut out = vec![T::ZERO; spec.out_len()];
+        let (y_all, states) = out.split_at_mut(spec.y_len());
+        let mut workspaces = Vec::with_capacity(jobs.len());
+        for (&(dir, chunk), [y, h_n, c_n, ws]) in jobs.iter().zip(results) {
+            split::scatter(y_all, dirs * p, dir * p, p, &chunk.rows, &y);
+            let (h_at, c_at) = spec.chunk_state_offsets(dir, chunk);
+            states[h_at..h_at + h_n.len()].copy_from_slice(&h_n);
+            states[c_at..c_at + c_n.len()].copy_from_slice(&c_n);
+            workspaces.push(ws);
+        }
+        (out, workspaces)
+    }
+
+    /// [`FusedLayer::backward`] of [`FusedLayer::forward_split`]: each (direction, chunk) pair
+    /// backpropagates through its own rows into its own gradient buffers, which are then summed
+    /// (the parameters' and, over the directions, the input's) in a fixed order.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_split<T: Element>(
+        &self,
+        x: &[T],
+        state: &[T],
+        params: &[T],
+        out: &[T],
+        grad: &[T],
+        workspaces: &[Vec<T>],
+        chunks: usize,
+    ) -> (Vec<T>, Vec<T>, Vec<T>) {
+        use rayon::prelude::*;
+        let spec = &self.spec;
+        let d = spec.dims();
+        let (dirs, i, p) = (spec.directions, d.input_size, d.proj_size);
+        let plan = split::plan(d, chunks);
+        let jobs: Vec<(usize, &Chunk)> = (0..dirs).flat_map(|dir| plan.iter().map(move |c| (dir, c))).collect();
+        let o = spec.offsets();
+        let (y_all, dy_all) = (&out[..spec.y_len()], &grad[..spec.y_len()]);
+        // The gradient of the final state has the layout of the initial state.
+        let dstate_n = &grad[spec.y_len()..];
+        let results: Vec<[Vec<T>; 4]> = jobs
+            .par_iter()
+            .zip(workspaces)
+            .map(|(&(dir, chunk), ws)| {
+                gemm::serial(|| {
+                    let dc = chunk.dims(d);
+                    let rows = &chunk.rows;
+                    let x = split::gather(x, i, 0, i, rows);
+                    let y = split::gather(y_all, dirs * p, dir * p, p, rows);
+                    let dy = split::gather(dy_all, dirs * p, dir * p, p, rows);
+                    let (h0, c0) = spec.chunk_state(state, dir, chunk);
+                    let (dh_n, dc_n) = spec.chunk_state(dstate_n, dir, chunk);
+                    let mut dx = vec![T::ZERO; x.len()];
+                    let mut dh0 = vec![T::ZERO; h0.len()];
+                    let mut dc0 = vec![T::ZERO; c0.len()];
+                    let mut dp = vec![T::ZERO; o.len];
+                    let mut scratch = vec![T::ZERO; spec.scratch_len(dc)];
+                    let w = spec.weights(params, dir);
+                    let state_grads = StateGrads { dx: &mut dx, dh0: &mut dh0, dc0: &mut dc0 };
+                    let g = split_grads(&mut dp, o);
+                    run_backward(
+                        spec.kind,
+                        dc,
+                        dir == 1,
+                        &x,
+                        h0,
+                        c0,
+                        w,
+                        &y,
+                        ws,
+                        &dy,
+                        dh_n,
+                        dc_n,
+                        state_grads,
+                        g,
+                        &mut scratch,
+                    );
+                    [dx, dh0, dc0, dp]
+                })
+            })
+            .collect();
+        let mut dx = vec![T::ZERO; d.rows() * i];
+        let mut dstate = vec![T::ZERO; spec.state_len()];
+        let mut dparams = vec![T::ZERO; spec.params_len()];
+        for (&(dir, chunk), [dx_c, dh0, dc0, dp]) in jobs.iter().zip(results) {
+            split::scatter_add(&mut dx, i, 0, i, &chunk.rows, &dx_c);
+            let (h_at, c_at) = spec.chunk_state_offsets(dir, chunk);
+            dstate[h_at..h_at + dh0.len()].copy_from_slice(&dh0);
+            dstate[c_at..c_at + dc0.len()].copy_from_slice(&dc0);
+            for (total, part) in dparams[dir * o.len..(dir + 1) * o.len].iter_mut().zip(&dp) {
+                *total += *part;
+            }
+        }
+        (dx, dstate, dparams)
+    }
+}
+
+impl LayerSpec {
+    /// Where a chunk's rows of direction `dir` start in a flat state `[h (D, B, P) | c (D, B, H)]`:
+    /// `(h offset, c offset)`.
+    fn chunk_state_offsets(&self, dir: usize, chunk: &Chunk) -> (usize, usize) {
+        let (h, p) = (self.sizes.hidden_size, self.sizes.proj_size);
+        let c_rows = if self.kind.has_cell_state() { h } else { 0 };
+        (
+            dir * self.h_len() + chunk.first * p,
+            self.directions * self.h_len() + dir * self.c_len() + chunk.first * c_rows,
+        )
+    }
+
+    /// A chunk's rows of direction `dir` of a flat state: `(h (B_c, P), c (B_c, H))`, `c` empty
+    /// without a cell state.
+    fn chunk_state<'a, T>(&self, state: &'a [T], dir: usize, chunk: &Chunk) -> (&'a [T], &'a [T]) {
+        let (h_at, c_at) = self.chunk_state_offsets(dir, chunk);
+        let h_len = chunk.batch * self.sizes.proj_size;
+        let c_len = if self.kind.has_cell_state() { chunk.batch * self.sizes.hidden_size } else { 0 };
+        (&state[h_at..h_at + h_len], &state[c_at..c_at + c_len])
+    }
+}
+
+/// The gradients the kernels' backward gives w.r.t. the input (added) and the initial state
+/// (written).
+struct StateGrads<'a, T> {
+    dx: &'a mut [T],
+    dh0: &'a mut [T],
+    dc0: &'a mut [T],
+}
+
+/// The forward kernel of `kind` (`c0`, `c_n` are ignored without a cell state).
+#[allow(clippy::too_many_arguments)]
+fn run_forward<T: Float>(
+    kind: CellKind,
+    d: Dims<'_>,
+    reverse: bool,
+    x: &[T],
+    h0: &[T],
+    c0: &[T],
+    w: Weights<'_, T>,
+    y: &mut [T],
+    h_n: &mut [T],
+    c_n: &mut [T],
+    ws: &mut [T],
+) {
+    match kind {
+        CellKind::Rnn(act) => rnn::rnn_forward(d, reverse, act, x, h0, w, y, h_n, ws),
+        CellKind::Lstm => lstm::lstm_forward(d, reverse, x, h0, c0, w, y, h_n, c_n, ws),
+        CellKind::Gru => gru::gru_forward(d, reverse, x, h0, w, y, h_n, ws),
+    }
+}
+
+/// The backward kernel of `kind` (`c0`, `dc_n` and `dc0` are ignored without a cell state).
+#[allow(clippy::too_many_arguments)]
+fn run_backward<T: Float>(
+    kind: CellKind,
+    d: Dims<'_>,
+    reverse: bool,
+    x: &[T],
+    h0: &[T],
+    c0: &[T],
+    w: Weights<'_, T>,
+    y: &[T],
+    ws: &[T],
+    dy: &[T],
+    dh_n: &[T],
+    dc_n: &[T],
+    out: StateGrads<'_, T>,
+    g: Grads<'_, T>,
+    scratch: &mut [T],
+) {
+    let StateGrads { dx, dh0, dc0 } = out;
+    match kind {
+        CellKind::Rnn(act) => rnn::rnn_backward(d, reverse, act, x, h0, w, y, ws, dy, dh_n, dx, dh0, g, scratch),
+        CellKind::Lstm => {
+            lstm::lstm_backward(d, reverse, x, h0, c0, w, y, ws, dy, dh_n, dc_n, dx, dh0, dc0, g, scratch)
+        }
+        CellKind::Gru => gru::gru_backward(d, reverse, x, h0, w, y, ws, dy, dh_n, dx, dh0, g, scratch),
     }
 }
 
@@ -482,10 +680,11 @@ impl FusedLayer {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, state, params) = (contiguous::<T>(s1, l1)?, contiguous::<T>(s2, l2)?, contiguous::<T>(s3, l3)?);
         self.check_lengths(x.len(), state.len(), params.len())?;
-        let (out, workspaces) = self.forward(x, state, params);
+        let chunks = self.spec.chunk_count();
+        let (out, workspaces) = self.forward(x, state, params, chunks);
         if self.save {
             let mut saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("poisoned op state".into()))?;
-            *saved = Some(T::wrap(workspaces));
+            *saved = Some((chunks, T::wrap(workspaces)));
         }
         let n = out.len();
         Ok((T::storage(out), Shape::from(n)))
@@ -504,12 +703,14 @@ impl FusedLayer {
         let views = [View::of(x)?, View::of(state)?, View::of(params)?, View::of(res)?, View::of(&grad)?];
         let [x_s, state_s, params_s, res_s, grad_s] = [0, 1, 2, 3, 4].map(|i| views[i].slice::<T>());
         let (x_s, state_s, params_s, res_s, grad_s) = (x_s?, state_s?, params_s?, res_s?, grad_s?);
-        let (dx, dstate, dparams) = match saved.as_ref().and_then(T::unwrap) {
-            Some(ws) => self.backward(x_s, state_s, params_s, res_s, grad_s, ws),
+        let kept = saved.as_ref().and_then(|(chunks, saved)| Some((*chunks, T::unwrap(saved)?)));
+        let (dx, dstate, dparams) = match kept {
+            Some((chunks, ws)) => self.backward(x_s, state_s, params_s, res_s, grad_s, ws, chunks),
             None => {
                 // The forward ran without keeping its workspaces: run it again.
-                let (_, ws) = self.forward(x_s, state_s, params_s);
-                self.backward(x_s, state_s, params_s, res_s, grad_s, &ws)
+                let chunks = self.spec.chunk_count();
+                let (_, ws) = self.forward(x_s, state_s, params_s, chunks);
+                self.backward(x_s, state_s, params_s, res_s, grad_s, &ws, chunks)
             }
         };
         drop(views);

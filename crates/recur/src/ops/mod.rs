@@ -2,3 +2,4 @@
 //! Nothing else in Recur touches candle's storage.
 
 pub(crate) mod fused;
+pub(crate) mod split;
