@@ -28,8 +28,11 @@ pub(crate) fn serial_active() -> bool {
     SERIAL.with(Cell::get)
 }
 
-/// Sets how many threads the kernels' matrix products (and the two directions of a bidirectional
-/// layer) may use. `0` means "as many as rayon's global pool has" (the default).
+/// Sets how many threads the layers may use: for their matrix products, the two directions of a
+/// bidirectional layer, and chunks of the batch that run their time loops side by side (a layer
+/// with at least 16 sequences and enough work cuts its batch between the threads it has left).
+/// `0` means "as many as rayon's global pool has" (the default). Results are deterministic for a
+/// given thread count; between thread counts they differ by rounding (sums taken in another order).
 ///
 /// The threads come from rayon's global pool, and candle's own CPU ops (the loss, a linear head…)
 /// size themselves from `RAYON_NUM_THREADS`: to pin a whole program to `n` threads, set that
