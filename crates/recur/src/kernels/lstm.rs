@@ -315,9 +315,9 @@ pointwise! {
         };
         let (c_prev, c, tanh_c, h_out) = (&c_prev[..h], &mut c[..h], &mut tanh_c[..h], &mut h_out[..h]);
         // One activation per loop: each iteration is then short and independent of the others,
-        // so the out-of-order core overlaps many of them. A single loop doing all five
-        // activations per element is bound by the latency of its long dependency chain (~3×
-        // slower); the values computed are the same either way.
+        // so the out-of-order core overlaps more of them than in one loop doing all five
+        // activations per element (measured on Zen 3: this pass 13.6 → 11.2 ms of a 1-thread M
+        // inference); the values computed are the same either way.
         activate::<T, BIAS>(gi, bi, T::sigmoid);
         activate::<T, BIAS>(gf, bf, T::sigmoid);
         activate::<T, BIAS>(gg, bg, T::tanh);
