@@ -12,6 +12,7 @@ mod eval;
 mod gradflow;
 mod inspect;
 mod interrupt;
+mod memory;
 mod progress;
 mod sample;
 mod streams;
@@ -63,6 +64,7 @@ impl std::fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 fn main() -> ExitCode {
+    memory::keep_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
