@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
+use candle_core::{CpuStorage, DType, Layout, Tensor, Var};
 use candle_nn::VarMap;
 use serde_json::{json, Value};
 
@@ -106,6 +106,8 @@ trait Real:
     /// `self·a + b` with one rounding, as ATen's vectorised CPU kernels compute `add(alpha=)`,
     /// `addcmul` and `lerp`.
     fn fma(self, a: Self, b: Self) -> Self;
+    /// The values of a CPU storage of this dtype, writable; `None` for another dtype.
+    fn values_mut(storage: &mut CpuStorage) -> Option<&mut [Self]>;
 }
 
 impl Real for f32 {
@@ -125,6 +127,12 @@ impl Real for f32 {
     fn fma(self, a: Self, b: Self) -> Self {
         self.mul_add(a, b)
     }
+    fn values_mut(storage: &mut CpuStorage) -> Option<&mut [Self]> {
+        match storage {
+            CpuStorage::F32(v) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 impl Real for f64 {
@@ -143,6 +151,12 @@ impl Real for f64 {
     #[inline(always)]
     fn fma(self, a: Self, b: Self) -> Self {
         self.mul_add(a, b)
+    }
+    fn values_mut(storage: &mut CpuStorage) -> Option<&mut [Self]> {
+        match storage {
+            CpuStorage::F64(v) => Some(v),
+            _ => None,
+        }
     }
 }
 
@@ -164,7 +178,7 @@ fn is_nan<T: Real>(x: T) -> bool {
 }
 
 /// One optimizer's rule: buffer names, how buffers start, and the update.
-trait Rule {
+trait Rule: Sync {
     const KIND: &'static str;
     fn buffers(&self) -> Vec<&'static str>;
     /// The initial value of buffer `index` (before the first step).
@@ -172,7 +186,7 @@ trait Rule {
         0.0
     }
     /// `step` is the step count after this step (1 for the first).
-    fn update<T: Real>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [Vec<T>]);
+    fn update<T: Real>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]);
     fn lr(&self) -> f64;
     fn set_lr(&mut self, lr: f64);
     fn to_json(&self) -> Value;
@@ -386,10 +400,9 @@ fn update_one<R: Rule, T: Real>(
     select: impl Fn(&mut Buffers) -> Option<&mut Vec<Vec<T>>>,
     wrap: impl Fn(Vec<Vec<T>>) -> Buffers,
 ) -> Result<()> {
-    let mut p: Vec<T> = var.as_tensor().flatten_all()?.to_vec1()?;
-    let g: Vec<T> = grad.to_dtype(var.dtype())?.flatten_all()?.to_vec1()?;
     if slot.buffers.is_none() {
-        let buffers = (0..rule.buffers().len()).map(|i| vec![T::of(rule.initial(i)); p.len()]).collect();
+        let len = var.elem_count();
+        let buffers = (0..rule.buffers().len()).map(|i| vec![T::of(rule.initial(i)); len]).collect();
         slot.buffers = Some(wrap(buffers));
     }
     let Some(bufs) = slot.buffers.as_mut().and_then(select) else {
@@ -399,10 +412,81 @@ fn update_one<R: Rule, T: Real>(
             "rebuild the optimizer after changing the model's dtype",
         ));
     };
+    let g = grad.to_dtype(var.dtype())?.contiguous()?;
     slot.step += 1;
-    rule.update(slot.step, &mut p, &g, bufs);
-    var.set(&Tensor::from_vec(p, var.shape(), var.device())?)?;
+    if var.device().is_cpu() && var.is_contiguous() {
+        // Update the parameter's own storage: no copies of the parameter or the gradient.
+        let threads = crate::kernels::gemm::num_threads();
+        let op = InPlaceUpdate { rule, step: slot.step, threads, bufs: std::sync::Mutex::new(bufs) };
+        var.as_tensor().inplace_op2(&g, &op)?;
+    } else {
+        let mut p: Vec<T> = var.as_tensor().flatten_all()?.to_vec1()?;
+        let g: Vec<T> = g.flatten_all()?.to_vec1()?;
+        update_parallel(rule, slot.step, &mut p, &g, bufs, crate::kernels::gemm::num_threads());
+        var.set(&Tensor::from_vec(p, var.shape(), var.device())?)?;
+    }
     Ok(())
+}
+
+/// Elements per task of [`update_parallel`]: 128 KiB of `f32` per array.
+const UPDATE_CHUNK: usize = 1 << 15;
+
+/// `rule.update` over `p`, `g` and the state buffers `bufs` (all of `p`'s length), cut into
+/// chunks of [`UPDATE_CHUNK`] elements that run on rayon's pool when `threads` (the kernels'
+/// count, [`crate::set_num_threads`]) is above 1. The rules are elementwise, so the result is the
+/// same for any cut.
+fn update_parallel<R: Rule, T: Real>(rule: &R, step: u64, p: &mut [T], g: &[T], bufs: &mut [Vec<T>], threads: usize) {
+    use rayon::prelude::*;
+    if threads <= 1 || p.len() < 2 * UPDATE_CHUNK {
+        let mut views: Vec<&mut [T]> = bufs.iter_mut().map(Vec::as_mut_slice).collect();
+        rule.update(step, p, g, &mut views);
+        return;
+    }
+    let mut buf_chunks: Vec<_> = bufs.iter_mut().map(|b| b.chunks_mut(UPDATE_CHUNK)).collect();
+    let jobs: Vec<_> = p
+        .chunks_mut(UPDATE_CHUNK)
+        .zip(g.chunks(UPDATE_CHUNK))
+        .map(|(p, g)| (p, g, buf_chunks.iter_mut().map(|it| it.next().unwrap_or_default()).collect::<Vec<_>>()))
+        .collect();
+    jobs.into_par_iter().for_each(|(p, g, mut views)| rule.update(step, p, g, &mut views));
+}
+
+/// One parameter's update as a candle in-place op on its storage, with the (contiguous)
+/// gradient as the source.
+struct InPlaceUpdate<'a, R, T> {
+    rule: &'a R,
+    step: u64,
+    threads: usize,
+    bufs: std::sync::Mutex<&'a mut Vec<Vec<T>>>,
+}
+
+impl<R: Rule, T: Real> candle_core::InplaceOp2 for InPlaceUpdate<'_, R, T> {
+    fn name(&self) -> &'static str {
+        R::KIND
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        src: &CpuStorage,
+        src_l: &Layout,
+    ) -> candle_core::Result<()> {
+        let (Some((p0, p1)), Some((g0, g1))) = (dst_l.contiguous_offsets(), src_l.contiguous_offsets()) else {
+            candle_core::bail!("{}: parameter and gradient must be contiguous", R::KIND)
+        };
+        let g = &src.as_slice::<T>()?[g0..g1];
+        let Some(p) = T::values_mut(dst) else {
+            candle_core::bail!("{}: parameter dtype differs from the gradient's", R::KIND)
+        };
+        let p = &mut p[p0..p1];
+        let mut bufs = self.bufs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.len() != p.len() || bufs.iter().any(|b| b.len() != p.len()) {
+            candle_core::bail!("{}: gradient or state of another size than the parameter", R::KIND)
+        }
+        update_parallel(self.rule, self.step, p, g, &mut bufs, self.threads);
+        Ok(())
+    }
 }
 
 macro_rules! optimizer {
@@ -491,7 +575,7 @@ impl Rule for SgdConfig {
             vec![]
         }
     }
-    fn update<T: Real>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
+    fn update<T: Real>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
         let (wd, momentum, damp, lr) =
             (T::of(self.weight_decay), T::of(self.momentum), T::of(1.0 - self.dampening), T::of(-self.lr));
         for i in 0..p.len() {
@@ -563,7 +647,7 @@ impl AdamConfig {
     /// One Adam / AdamW update of one parameter. The loop runs compiled for AVX2 + FMA when the
     /// CPU has them: its `mul_add`s then become vector FMA instructions instead of one call to
     /// the math library's `fma` per element (the same values either way: an FMA is exact).
-    fn update_adam<T: Real>(&self, decoupled: bool, step: u64, p: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
+    fn update_adam<T: Real>(&self, decoupled: bool, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above), the only requirement of
@@ -579,12 +663,12 @@ impl AdamConfig {
     /// The CPU must support AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn update_adam_fma<T: Real>(&self, decoupled: bool, step: u64, p: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
+    unsafe fn update_adam_fma<T: Real>(&self, decoupled: bool, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
         self.update_adam_body(decoupled, step, p, g, bufs)
     }
 
     #[inline(always)]
-    fn update_adam_body<T: Real>(&self, decoupled: bool, step: u64, p: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
+    fn update_adam_body<T: Real>(&self, decoupled: bool, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
         let (beta1, beta2) = self.betas;
         let step_f = step as f64;
         let bias_correction1 = 1.0 - beta1.powf(step_f);
@@ -658,7 +742,7 @@ impl Rule for AdamConfig {
     fn buffers(&self) -> Vec<&'static str> {
         self.buffer_names()
     }
-    fn update<T: Real>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
+    fn update<T: Real>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
         self.update_adam(false, step, p, g, bufs)
     }
     fn lr(&self) -> f64 {
@@ -680,7 +764,7 @@ impl Rule for AdamWConfig {
     fn buffers(&self) -> Vec<&'static str> {
         self.0.buffer_names()
     }
-    fn update<T: Real>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
+    fn update<T: Real>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
         self.0.update_adam(true, step, p, g, bufs)
     }
     fn lr(&self) -> f64 {
@@ -732,7 +816,7 @@ impl Rule for RmsPropConfig {
         }
         b
     }
-    fn update<T: Real>(&self, _step: u64, p: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
+    fn update<T: Real>(&self, _step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
         let (alpha, w, wd, eps, momentum, lr) = (
             T::of(self.alpha),
             T::of(1.0 - self.alpha),
@@ -814,7 +898,7 @@ impl Rule for AdagradConfig {
     fn initial(&self, _index: usize) -> f64 {
         self.initial_accumulator_value
     }
-    fn update<T: Real>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [Vec<T>]) {
+    fn update<T: Real>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
         let clr = self.lr / (1.0 + (step as f64 - 1.0) * self.lr_decay);
         let (wd, eps, neg_clr) = (T::of(self.weight_decay), T::of(self.eps), T::of(-clr));
         let sum = &mut bufs[0];
@@ -888,6 +972,38 @@ optimizer!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every rule, cut into chunks on several threads, updates exactly as in one piece.
+    #[test]
+    fn chunked_updates_equal_one_piece() {
+        fn check<R: Rule>(rule: &R) {
+            let n = 5 * UPDATE_CHUNK + 123;
+            let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+            let mut next = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
+            };
+            let p0: Vec<f32> = (0..n).map(|_| next()).collect();
+            let grads: Vec<Vec<f32>> = (0..3).map(|_| (0..n).map(|_| next()).collect()).collect();
+            let fresh =
+                || -> Vec<Vec<f32>> { (0..rule.buffers().len()).map(|i| vec![rule.initial(i) as f32; n]).collect() };
+            let (mut p1, mut b1, mut p4, mut b4) = (p0.clone(), fresh(), p0.clone(), fresh());
+            for (step, g) in (1..).zip(&grads) {
+                update_parallel(rule, step, &mut p1, g, &mut b1, 1);
+                update_parallel(rule, step, &mut p4, g, &mut b4, 4);
+            }
+            assert_ne!(p1, p0, "{}: the parameter moved", R::KIND);
+            assert_eq!(p1, p4, "{}: parameter", R::KIND);
+            assert_eq!(b1, b4, "{}: state", R::KIND);
+        }
+        check(&SgdConfig { lr: 0.1, momentum: 0.9, dampening: 0.1, weight_decay: 0.01, nesterov: false });
+        check(&AdamConfig { amsgrad: true, weight_decay: 0.01, ..AdamConfig::default() });
+        check(&AdamWConfig::default());
+        check(&RmsPropConfig { momentum: 0.9, centered: true, weight_decay: 0.01, ..RmsPropConfig::default() });
+        check(&AdagradConfig { lr_decay: 0.01, weight_decay: 0.01, ..AdagradConfig::default() });
+    }
 
     #[test]
     fn lerp_matches_aten_branches() {
