@@ -157,6 +157,79 @@ pub fn matmul_packed<T: Float>(
     product(dst, dst_rs, accumulate, lhs, packed, n, threads, simd_available());
 }
 
+/// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)` for `f32`, any strides, as [`matmul`], blocked
+/// the way BLIS blocks a product: `rhs` is packed [`KC`] rows at a time into the panels of
+/// [`pack_rhs`], `lhs` [`MC`] rows by [`KC`] values at a time into strips of 6 rows, and the AVX2
+/// microkernel of [`matmul_packed`] runs over them. Columns are split between up to `threads`
+/// threads (each packing its own operands). The packing buffers are kept per thread and grow to
+/// the largest product seen (at most `MC·KC` and `KC·n` values).
+///
+/// Returns `false`, touching nothing, when the CPU lacks AVX2 or FMA. Panics (an internal
+/// invariant) if a view reaches past its slice or the inner dimensions disagree.
+pub fn matmul_blocked(
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: MatRef<'_, f32>,
+    rhs: MatRef<'_, f32>,
+    threads: usize,
+) -> bool {
+    if !simd_available() {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+        assert_eq!(k, rhs.rows, "inner dimensions of a matrix product disagree");
+        if m == 0 || n == 0 {
+            return true;
+        }
+        assert!((m - 1) * dst_rs + n <= dst.len(), "destination view out of bounds");
+        assert!(m == 1 || dst_rs >= n, "destination rows overlap");
+        if k == 0 {
+            if !accumulate {
+                for r in 0..m {
+                    dst[r * dst_rs..r * dst_rs + n].fill(0.0);
+                }
+            }
+            return true;
+        }
+        lhs.check();
+        rhs.check();
+        let job = avx2::Blocked { dst: dst.as_mut_ptr(), dst_rs, accumulate, lhs, rhs };
+        let panels = n.div_ceil(NR);
+        let parts = threads.min(panels).max(1);
+        if parts == 1 {
+            // SAFETY: the operands' bounds were checked above, `dst` is borrowed mutably for the
+            // call, and the CPU has AVX2 and FMA (`simd_available`).
+            unsafe { job.run(0, n) };
+        } else {
+            use rayon::prelude::*;
+            (0..parts).into_par_iter().for_each(|part| {
+                let c0 = panels * part / parts * NR;
+                let c1 = (panels * (part + 1) / parts * NR).min(n);
+                // SAFETY: as above; the parts' column ranges are disjoint and rows do not overlap
+                // (`dst_rs ≥ n`), so the tasks write disjoint elements of `dst`.
+                unsafe { job.run(c0, c1) };
+            });
+        }
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (dst, dst_rs, accumulate, lhs, rhs, threads);
+        false
+    }
+}
+
+/// Values of `k` per packed block of [`matmul_blocked`]: a `KC × NR` panel slice (16 KiB of
+/// `f32`) stays in L1 while the microkernel runs down a block of rows.
+pub const KC: usize = 256;
+
+/// Rows of `lhs` per packed block of [`matmul_blocked`] (`MC × KC`, 144 KiB of `f32`, stays in
+/// L2); a multiple of the microkernel's 6 rows.
+pub const MC: usize = 144;
+
 /// [`matmul_packed`] with the thread count and the instruction set chosen by the caller (tests
 /// pick them directly).
 #[allow(clippy::too_many_arguments)]
@@ -373,9 +446,10 @@ unsafe fn portable_block<T: Float, const MR: usize>(job: Product<T>, row: usize,
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
+    use std::cell::RefCell;
     use std::ops::Range;
 
-    use super::{Product, NR};
+    use super::{pack_rhs, packed_len, MatRef, Product, KC, MC, NR};
 
     /// Most rows per microkernel call: `6 × 2` accumulators, 2 panel vectors and a broadcast
     /// fill 15 of the 16 ymm registers.
@@ -430,6 +504,138 @@ mod avx2 {
                 }
             }
             k0 += depth;
+        }
+    }
+
+    /// The operands of one [`super::matmul_blocked`] call, shared with the threads that each
+    /// take some columns.
+    #[derive(Clone, Copy)]
+    pub(super) struct Blocked<'a> {
+        pub(super) dst: *mut f32,
+        pub(super) dst_rs: usize,
+        pub(super) accumulate: bool,
+        pub(super) lhs: MatRef<'a, f32>,
+        pub(super) rhs: MatRef<'a, f32>,
+    }
+
+    // SAFETY: `Blocked` carries the pointers of one `matmul_blocked` call to the rayon tasks it
+    // waits for; each task writes its own columns of `dst` and only reads `lhs` and `rhs`.
+    unsafe impl Send for Blocked<'_> {}
+    // SAFETY: as above.
+    unsafe impl Sync for Blocked<'_> {}
+
+    thread_local! {
+        /// Per-thread packing buffers of `matmul_blocked`: the `lhs` block and the `rhs` panels.
+        static BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    }
+
+    impl Blocked<'_> {
+        /// Computes columns `c0..c1` of the product.
+        ///
+        /// # Safety
+        /// The views lie inside their slices, `dst` covers `(m − 1)·dst_rs + n` elements with
+        /// `dst_rs ≥ n` when `m > 1`, nobody else accesses columns `c0..c1` of `dst` meanwhile,
+        /// `c0 < c1 ≤ n`, and the CPU has AVX2 and FMA.
+        pub(super) unsafe fn run(self, c0: usize, c1: usize) {
+            BUFFERS.with(|buffers| {
+                let mut buffers = buffers.borrow_mut();
+                let (a_buf, b_buf) = &mut *buffers;
+                // SAFETY: our contract.
+                unsafe { self.run_with(c0, c1, a_buf, b_buf) }
+            });
+        }
+
+        /// [`Blocked::run`] with the packing buffers given.
+        ///
+        /// # Safety
+        /// That of [`Blocked::run`].
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn run_with(self, c0: usize, c1: usize, a_buf: &mut Vec<f32>, b_buf: &mut Vec<f32>) {
+            let (lhs, rhs) = (self.lhs, self.rhs);
+            let (m, k) = (lhs.rows, lhs.cols);
+            let width = c1 - c0;
+            let panels = width.div_ceil(NR);
+            let mut pc = 0;
+            while pc < k {
+                let kc = KC.min(k - pc);
+                let sub = MatRef {
+                    data: &rhs.data[pc * rhs.rs + c0 * rhs.cs..],
+                    rows: kc,
+                    cols: width,
+                    rs: rhs.rs,
+                    cs: rhs.cs,
+                };
+                let b_len = packed_len(kc, width);
+                if b_buf.len() < b_len {
+                    b_buf.resize(b_len, 0.0);
+                }
+                pack_rhs(sub, b_buf);
+                let load = self.accumulate || pc > 0;
+                let mut ic = 0;
+                while ic < m {
+                    let mc = MC.min(m - ic);
+                    pack_lhs(lhs, ic, mc, pc, kc, a_buf);
+                    for panel in 0..panels {
+                        let col = c0 + panel * NR;
+                        let w = (c1 - col).min(NR);
+                        // SAFETY: panel `panel` of the packed slice holds `kc × NR` values.
+                        let b = unsafe { b_buf.as_ptr().add(panel * kc * NR) };
+                        let mut row = 0;
+                        while row < mc {
+                            let rows = (mc - row).min(MR);
+                            // SAFETY: the strip of rows `row..row + rows` holds `kc × MR` values
+                            // (`pack_lhs`), and rows `ic + row..` of columns `col..col + w` are
+                            // inside `dst` and ours (our contract).
+                            unsafe {
+                                let a = a_buf.as_ptr().add(row * kc);
+                                let c = self.dst.add((ic + row) * self.dst_rs + col);
+                                let tile = Tile { a, a_rs: 1, a_cs: MR, b, depth: kc, load };
+                                match rows {
+                                    1 => tile.write::<1, 4>(c, self.dst_rs, w),
+                                    2 => tile.write::<2, 2>(c, self.dst_rs, w),
+                                    3 => tile.write::<3, 2>(c, self.dst_rs, w),
+                                    4 => tile.write::<4, 1>(c, self.dst_rs, w),
+                                    5 => tile.write::<5, 1>(c, self.dst_rs, w),
+                                    _ => tile.write::<MR, 1>(c, self.dst_rs, w),
+                                }
+                            }
+                            row += rows;
+                        }
+                    }
+                    ic += mc;
+                }
+                pc += kc;
+            }
+        }
+    }
+
+    /// Packs rows `r0..r0 + mr` and columns `p0..p0 + kc` of `lhs` into `buf` as strips of
+    /// [`MR`] rows: strip `s` at `s·MR·kc`, element `(i, p)` of it at `p·MR + i` (a last strip
+    /// of fewer rows leaves its unused slots as they were).
+    fn pack_lhs(lhs: MatRef<'_, f32>, r0: usize, mr: usize, p0: usize, kc: usize, buf: &mut Vec<f32>) {
+        let len = mr.div_ceil(MR) * MR * kc;
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        let (data, rs, cs) = (lhs.data, lhs.rs, lhs.cs);
+        for (s, strip) in buf[..len].chunks_exact_mut(MR * kc).enumerate() {
+            let first = r0 + s * MR;
+            let rows = (r0 + mr - first).min(MR);
+            if cs == 1 {
+                for i in 0..rows {
+                    let src = &data[(first + i) * rs + p0..(first + i) * rs + p0 + kc];
+                    for (p, &v) in src.iter().enumerate() {
+                        strip[p * MR + i] = v;
+                    }
+                }
+            } else {
+                for (p, dst) in strip.chunks_exact_mut(MR).enumerate() {
+                    let base = first * rs + (p0 + p) * cs;
+                    for (i, d) in dst[..rows].iter_mut().enumerate() {
+                        *d = data[base + i * rs];
+                    }
+                }
+            }
         }
     }
 
@@ -638,6 +844,60 @@ mod tests {
         let mut got = cast::<T>(&dst);
         product(&mut got, dst_rs, accumulate, view(&lhs_t, m, k, lhs_layout), &packed, n, threads, simd);
         assert_close(&what, &got, &cast::<T>(&want), tol);
+    }
+
+    /// The blocked product against the naive one: shapes that cross the `MC` and `KC` block
+    /// edges and leave partial strips and panels, every layout of both operands, overwriting and
+    /// accumulating, on 1 and 3 threads; and `dst`'s padding columns stay untouched.
+    #[test]
+    fn blocked_matches_naive() {
+        if !simd_available() {
+            return;
+        }
+        let mut rng = Rng::new(7);
+        let shapes = [
+            (1, 1, 1),
+            (5, 3, 17),
+            (7, 255, 16),
+            (MC + 7, KC + 1, 2 * NR + 3),
+            (2 * MC + 1, 2 * KC + 5, NR - 1),
+            (13, 600, 40),
+        ];
+        for &(m, k, n) in &shapes {
+            for lhs_layout in LAYOUTS {
+                for rhs_layout in LAYOUTS {
+                    for accumulate in [false, true] {
+                        for threads in [1, 3] {
+                            let what = format!("m={m} k={k} n={n} lhs={lhs_layout:?} rhs={rhs_layout:?} acc={accumulate} threads={threads}");
+                            let lhs = rng.vec(operand_len(m, k, lhs_layout), 1.0 / (k as f64).sqrt());
+                            let rhs = rng.vec(operand_len(k, n, rhs_layout), 1.0);
+                            let dst_rs = n + 2;
+                            let dst = rng.vec(m * dst_rs, 1.0);
+                            let mut want = dst.clone();
+                            matmul_naive(
+                                &mut want,
+                                dst_rs,
+                                accumulate,
+                                view(&lhs, m, k, lhs_layout),
+                                view(&rhs, k, n, rhs_layout),
+                            );
+                            let (lhs32, rhs32) = (cast::<f32>(&lhs), cast::<f32>(&rhs));
+                            let mut got = cast::<f32>(&dst);
+                            let ran = matmul_blocked(
+                                &mut got,
+                                dst_rs,
+                                accumulate,
+                                view(&lhs32, m, k, lhs_layout),
+                                view(&rhs32, k, n, rhs_layout),
+                                threads,
+                            );
+                            assert!(ran, "{what}: AVX2 and FMA are available");
+                            assert_close(&what, &got, &cast::<f32>(&want), 2e-5);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
