@@ -52,13 +52,18 @@ pub fn num_threads() -> usize {
 }
 
 /// Whether an `f32` product goes to [`super::packed::matmul_blocked`] rather than the `gemm`
-/// crate: when `lhs` is not row-major (the weight gradients `dgatesᵀ · x` of the backward) and the
-/// product is big enough to pay for packing. Measured side by side on Zen 3 (1 thread, best of 12
-/// alternating runs): at the weight-gradient shapes of the benchmark cases (`m` 1024–4096, `k`
-/// 2048–3200, `n` 64–1024) blocking ran at 0.89–0.94 of the `gemm` crate's time; with a row-major
-/// `lhs` it ran at 0.90–1.15 of it, so those stay with the `gemm` crate.
+/// crate: when `lhs` is not row-major (the weight gradients `dgatesᵀ · x` of the backward) and
+/// every side is at least 128, so that packing `lhs` is paid back over enough columns.
+///
+/// Measured on Zen 3, 1 thread: side by side (best of 12 alternating runs) at weight-gradient
+/// shapes (`m` 1024–4096, `k` 2048–3200, `n` 256–1024) blocking ran at 0.89–0.91 of the `gemm`
+/// crate's time, with a row-major `lhs` at 0.90–1.15 of it (so those stay with the crate). With
+/// `n` down to 16 case S's training step took 1.8× as long (4.1–4.4 ms against 2.3–2.4: the
+/// scalar packing of a 256 × 800 `lhs` for 32 or 64 columns); with this rule S and M measure as
+/// before (2.26 against 2.24 ms, 268 against 264 ms, medians of 3 alternating runs) and L 1758
+/// against 1853 ms.
 fn blocked_pays<T>(lhs: MatRef<'_, T>, m: usize, k: usize, n: usize) -> bool {
-    lhs.cs != 1 && m >= 16 && n >= 16 && k >= 16
+    lhs.cs != 1 && m >= 128 && n >= 128 && k >= 128
 }
 
 /// A read-only strided matrix view: element `(r, c)` is `data[r * rs + c * cs]`.
