@@ -1,7 +1,11 @@
-//! The one matrix product every kernel uses: a thin, bounds-checked wrapper over the `gemm` crate.
+//! The one matrix product every kernel uses: a bounds-checked wrapper over the `gemm` crate, which
+//! hands the big `f32` products with a transposed left operand (the weight gradients) to Recur's
+//! own blocked product instead ([`super::packed::matmul_blocked`], see `blocked_pays`).
 //!
 //! Matrices are described by a slice plus a row stride and a column stride (in elements), so a
-//! transposed operand is just the same slice with its strides swapped. No allocation happens here.
+//! transposed operand is just the same slice with its strides swapped. Nothing is allocated per
+//! call; both the `gemm` crate and the blocked product keep per-thread packing buffers that grow
+//! to the largest product a thread has run.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -145,8 +149,7 @@ pub fn matmul<T: Float>(dst: &mut [T], dst_rs: usize, accumulate: bool, lhs: Mat
         };
         let lhs32 = MatRef { data: lhs32, ..lhs.retyped() };
         let rhs32 = MatRef { data: rhs32, ..rhs.retyped() };
-        let small = m * n * k < 48 * 48 * 48;
-        if super::packed::matmul_blocked(dst32, dst_rs, accumulate, lhs32, rhs32, if small { 1 } else { threads }) {
+        if super::packed::matmul_blocked(dst32, dst_rs, accumulate, lhs32, rhs32, threads) {
             return;
         }
     }

@@ -8,7 +8,12 @@
 //! FMA (checked at run time) for `f32`, a register-blocked microkernel computes up to 6 rows × 16
 //! columns at a time, broadcasting one left-hand element per row and FMA-ing it with the two
 //! 8-lane halves of a panel row; everything else (`f64`, other CPUs) runs a portable blocked loop
-//! over the same panels. Big products split their panels between threads; none allocates.
+//! over the same panels. Big products split their panels between threads; `matmul_packed` never
+//! allocates.
+//!
+//! [`matmul_blocked`] reuses that microkernel for a general product (both operands packed block by
+//! block, BLIS-style, into per-thread buffers that grow to the largest product a thread has run);
+//! [`super::gemm::matmul`] sends it the weight-gradient products.
 //!
 //! Packing costs about one pass over the weight, so it only pays over enough steps: the kernels
 //! hold their per-step weights as a [`StepRhs`], packed when [`packing_pays`] for the layer's

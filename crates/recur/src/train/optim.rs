@@ -413,18 +413,20 @@ fn update_one<R: Rule, T: Real>(
         ));
     };
     let g = grad.to_dtype(var.dtype())?.contiguous()?;
-    slot.step += 1;
+    // The step count moves only once the update went through (an error changes nothing).
+    let step = slot.step + 1;
+    let threads = crate::kernels::gemm::num_threads();
     if var.device().is_cpu() && var.is_contiguous() {
         // Update the parameter's own storage: no copies of the parameter or the gradient.
-        let threads = crate::kernels::gemm::num_threads();
-        let op = InPlaceUpdate { rule, step: slot.step, threads, bufs: std::sync::Mutex::new(bufs) };
+        let op = InPlaceUpdate { rule, step, threads, bufs: std::sync::Mutex::new(bufs) };
         var.as_tensor().inplace_op2(&g, &op)?;
     } else {
         let mut p: Vec<T> = var.as_tensor().flatten_all()?.to_vec1()?;
         let g: Vec<T> = g.flatten_all()?.to_vec1()?;
-        update_parallel(rule, slot.step, &mut p, &g, bufs, crate::kernels::gemm::num_threads());
+        update_parallel(rule, step, &mut p, &g, bufs, threads);
         var.set(&Tensor::from_vec(p, var.shape(), var.device())?)?;
     }
+    slot.step = step;
     Ok(())
 }
 
