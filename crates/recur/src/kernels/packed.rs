@@ -633,6 +633,13 @@ mod avx2 {
                         strip[p * MR + i] = v;
                     }
                 }
+            } else if rs == 1 && rows == MR {
+                // A transposed row-major matrix (`dgatesᵀ`): each column of the strip is a run of
+                // `MR` values (a fixed-length copy, which compiles to a few moves, not a call).
+                for (p, dst) in strip.chunks_exact_mut(MR).enumerate() {
+                    let base = first + (p0 + p) * cs;
+                    dst.copy_from_slice(&data[base..base + MR]);
+                }
             } else {
                 for (p, dst) in strip.chunks_exact_mut(MR).enumerate() {
                     let base = first * rs + (p0 + p) * cs;
@@ -903,6 +910,18 @@ mod tests {
                 }
             }
         }
+        // A left operand with neither stride 1 (every other value of a column-major matrix).
+        let (m, k, n) = (MC + 5, KC + 3, NR + 1);
+        let lhs = rng.vec(2 * m * k, 1.0 / (k as f64).sqrt());
+        let rhs = rng.vec(k * n, 1.0);
+        let mut want = vec![0.0; m * n];
+        let lhs64 = MatRef { data: &lhs[..], rows: m, cols: k, rs: 2, cs: 2 * m };
+        matmul_naive(&mut want, n, false, lhs64, MatRef::new(&rhs, k, n));
+        let (lhs32, rhs32) = (cast::<f32>(&lhs), cast::<f32>(&rhs));
+        let mut got = vec![0.0f32; m * n];
+        let lhs32 = MatRef { data: &lhs32[..], rows: m, cols: k, rs: 2, cs: 2 * m };
+        assert!(matmul_blocked(&mut got, n, false, lhs32, MatRef::new(&rhs32, k, n), 1));
+        assert_close("strided lhs", &got, &cast::<f32>(&want), 2e-5);
     }
 
     #[test]
