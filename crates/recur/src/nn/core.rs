@@ -571,13 +571,26 @@ impl Core {
     }
 }
 
-/// The parameters flattened and concatenated in the fused op's order; detached when `grad` is off.
+/// The parameters concatenated in the fused op's order (their values one after the other, in
+/// each one's row-major order); detached when `grad` is off.
+///
+/// When every parameter's size is a multiple of the widest matrix's row width `C` (always, for
+/// PyTorch's layouts: `C` is the state width), they are concatenated as rows of width `C`, so the
+/// matrices of that width go in as they are. That matters for the backward: candle starts the
+/// gradient of every node as a zero tensor and adds into it, so each `reshape` between a weight and
+/// the op would cost a zero-fill and an addition over the weight's size on every step. Otherwise
+/// each parameter is flattened first. The op sees the same values in the same order either way.
 pub(crate) fn flat(params: &[Tensor], grad: bool) -> Result<Tensor> {
-    let parts = params
-        .iter()
-        .map(|t| if grad { t.flatten_all() } else { t.detach().flatten_all() })
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok(Tensor::cat(&parts, 0)?)
+    let parts: Vec<Tensor> = params.iter().map(|t| if grad { t.clone() } else { t.detach() }).collect();
+    let width = parts.iter().filter(|t| t.rank() == 2).max_by_key(|t| t.elem_count()).map(|t| t.dims()[1]);
+    let rows = match width {
+        Some(c) if c > 0 && parts.iter().all(|t| t.elem_count() % c == 0) => parts
+            .iter()
+            .map(|t| if t.rank() == 2 && t.dims()[1] == c { Ok(t.clone()) } else { t.reshape((t.elem_count() / c, c)) })
+            .collect::<candle_core::Result<Vec<_>>>()?,
+        _ => parts.iter().map(Tensor::flatten_all).collect::<candle_core::Result<Vec<_>>>()?,
+    };
+    Ok(Tensor::cat(&rows, 0)?)
 }
 
 /// Checks that the parameters' dtype and device can run on the fused kernels.
