@@ -514,18 +514,33 @@ impl FusedLayer {
         let mut dx = vec![T::ZERO; d.rows() * i];
         let mut dstate = vec![T::ZERO; spec.state_len()];
         let mut dparams = vec![T::ZERO; spec.params_len()];
+        let mut dps = Vec::with_capacity(jobs.len());
         for (&(dir, chunk), [dx_c, dh0, dc0, dp]) in jobs.iter().zip(results) {
             split::scatter_add(&mut dx, i, 0, i, &chunk.rows, &dx_c);
             let (h_at, c_at) = spec.chunk_state_offsets(dir, chunk);
             dstate[h_at..h_at + dh0.len()].copy_from_slice(&dh0);
             dstate[c_at..c_at + dc0.len()].copy_from_slice(&dc0);
-            for (total, part) in dparams[dir * o.len..(dir + 1) * o.len].iter_mut().zip(&dp) {
-                *total += *part;
-            }
+            dps.push((dir, dp));
+        }
+        // Each direction's parameter gradient is the sum of its chunks', added in chunk order
+        // element by element (so the result does not depend on how the elements are shared out),
+        // on the layer's threads.
+        for (dir, total) in dparams.chunks_mut(o.len.max(1)).enumerate() {
+            let parts: Vec<&[T]> = dps.iter().filter(|(d, _)| *d == dir).map(|(_, dp)| dp.as_slice()).collect();
+            total.par_chunks_mut(SUM_CHUNK).enumerate().for_each(|(c, total)| {
+                for part in &parts {
+                    for (t, p) in total.iter_mut().zip(&part[c * SUM_CHUNK..]) {
+                        *t += *p;
+                    }
+                }
+            });
         }
         (dx, dstate, dparams)
     }
 }
+
+/// Elements per task when [`FusedLayer::backward_split`] sums the chunks' parameter gradients.
+const SUM_CHUNK: usize = 1 << 14;
 
 impl LayerSpec {
     /// Where a chunk's rows of direction `dir` start in a flat state `[h (D, B, P) | c (D, B, H)]`:
