@@ -493,17 +493,8 @@ mod avx2 {
                     unsafe {
                         let a = job.lhs.add(row * job.lhs_rs + k0 * job.lhs_cs);
                         let c = job.dst.add(row * job.dst_rs + col0);
-                        let tile = Tile { a, a_rs: job.lhs_rs, a_cs: job.lhs_cs, b, depth, load };
-                        // Fewer than 4 rows give fewer than 8 accumulators, too few to hide the FMA
-                        // latency (4 cycles, 2 per cycle): those also split `k` into `U` sums.
-                        match rows {
-                            1 => tile.write::<1, 4>(c, job.dst_rs, width),
-                            2 => tile.write::<2, 2>(c, job.dst_rs, width),
-                            3 => tile.write::<3, 2>(c, job.dst_rs, width),
-                            4 => tile.write::<4, 1>(c, job.dst_rs, width),
-                            5 => tile.write::<5, 1>(c, job.dst_rs, width),
-                            _ => tile.write::<MR, 1>(c, job.dst_rs, width),
-                        }
+                        Tile { a, a_rs: job.lhs_rs, a_cs: job.lhs_cs, b, depth, load }
+                            .write_rows(rows, c, job.dst_rs, width);
                     }
                     row += rows;
                 }
@@ -594,15 +585,7 @@ mod avx2 {
                             unsafe {
                                 let a = a_buf.as_ptr().add(row * kc);
                                 let c = self.dst.add((ic + row) * self.dst_rs + col);
-                                let tile = Tile { a, a_rs: 1, a_cs: MR, b, depth: kc, load };
-                                match rows {
-                                    1 => tile.write::<1, 4>(c, self.dst_rs, w),
-                                    2 => tile.write::<2, 2>(c, self.dst_rs, w),
-                                    3 => tile.write::<3, 2>(c, self.dst_rs, w),
-                                    4 => tile.write::<4, 1>(c, self.dst_rs, w),
-                                    5 => tile.write::<5, 1>(c, self.dst_rs, w),
-                                    _ => tile.write::<MR, 1>(c, self.dst_rs, w),
-                                }
+                                Tile { a, a_rs: 1, a_cs: MR, b, depth: kc, load }.write_rows(rows, c, self.dst_rs, w);
                             }
                             row += rows;
                         }
@@ -665,6 +648,27 @@ mod avx2 {
     }
 
     impl Tile {
+        /// [`Tile::write`] for `rows` (1 to [`MR`]) rows. Fewer than 4 rows give fewer than 8
+        /// accumulators, too few to hide the FMA latency (4 cycles, 2 per cycle): those also split
+        /// `k` into `U` sums.
+        ///
+        /// # Safety
+        /// That of [`Tile::write`] with `ROWS = rows`.
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn write_rows(self, rows: usize, c: *mut f32, c_rs: usize, width: usize) {
+            // SAFETY: our contract, with `ROWS` the number of rows given.
+            unsafe {
+                match rows {
+                    1 => self.write::<1, 4>(c, c_rs, width),
+                    2 => self.write::<2, 2>(c, c_rs, width),
+                    3 => self.write::<3, 2>(c, c_rs, width),
+                    4 => self.write::<4, 1>(c, c_rs, width),
+                    5 => self.write::<5, 1>(c, c_rs, width),
+                    _ => self.write::<MR, 1>(c, c_rs, width),
+                }
+            }
+        }
+
         /// `dst (ROWS × width) [+]= a · b` for `dst` at `c` with row stride `c_rs`; a partial
         /// panel (`width < NR`) goes through a stack tile so no column past `width` is touched.
         ///
