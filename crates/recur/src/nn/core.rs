@@ -574,21 +574,29 @@ impl Core {
 /// The parameters concatenated in the fused op's order (their values one after the other, in
 /// each one's row-major order); detached when `grad` is off.
 ///
-/// When every parameter's size is a multiple of the widest matrix's row width `C` (always, for
-/// PyTorch's layouts: `C` is the state width), they are concatenated as rows of width `C`, so the
-/// matrices of that width go in as they are. That matters for the backward: candle starts the
-/// gradient of every node as a zero tensor and adds into it, so each `reshape` between a weight and
-/// the op would cost a zero-fill and an addition over the weight's size on every step. Otherwise
-/// each parameter is flattened first. The op sees the same values in the same order either way.
+/// They are concatenated as rows of a common width `C` when every parameter's size is a multiple
+/// of it, `C` being the row width of one of the matrices (the one that lets the most values in
+/// without a `reshape`; for PyTorch's layouts the state width, which every weight and bias size
+/// divides). That matters for the backward: candle starts the gradient of every node as a zero
+/// tensor and adds into it, so each `reshape` between a weight and the op would cost a zero-fill
+/// and an addition over the weight's size on every step. When no width fits, each parameter is
+/// flattened. The op sees the same values in the same order either way.
 pub(crate) fn flat(params: &[Tensor], grad: bool) -> Result<Tensor> {
     let parts: Vec<Tensor> = params.iter().map(|t| if grad { t.clone() } else { t.detach() }).collect();
-    let width = parts.iter().filter(|t| t.rank() == 2).max_by_key(|t| t.elem_count()).map(|t| t.dims()[1]);
+    let as_is =
+        |c: usize| parts.iter().filter(|t| t.rank() == 2 && t.dims()[1] == c).map(Tensor::elem_count).sum::<usize>();
+    let width = parts
+        .iter()
+        .filter(|t| t.rank() == 2)
+        .map(|t| t.dims()[1])
+        .filter(|&c| c > 0 && parts.iter().all(|t| t.elem_count() % c == 0))
+        .max_by_key(|&c| as_is(c));
     let rows = match width {
-        Some(c) if c > 0 && parts.iter().all(|t| t.elem_count() % c == 0) => parts
+        Some(c) => parts
             .iter()
             .map(|t| if t.rank() == 2 && t.dims()[1] == c { Ok(t.clone()) } else { t.reshape((t.elem_count() / c, c)) })
             .collect::<candle_core::Result<Vec<_>>>()?,
-        _ => parts.iter().map(Tensor::flatten_all).collect::<candle_core::Result<Vec<_>>>()?,
+        None => parts.iter().map(Tensor::flatten_all).collect::<candle_core::Result<Vec<_>>>()?,
     };
     Ok(Tensor::cat(&rows, 0)?)
 }
@@ -664,5 +672,38 @@ impl fmt::Display for CoreConfig {
             write!(f, ", bidirectional={}", py_bool(self.bidirectional))?;
         }
         f.write_str(")")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `flat` lays the values out exactly as flattening and concatenating would, whether it
+    /// concatenates rows (every size a multiple of a matrix width) or falls back to flattening.
+    #[test]
+    fn flat_equals_flattened_concatenation() -> Result<()> {
+        let dev = Device::Cpu;
+        let t = |dims: &[usize], start: f32| -> Result<Tensor> {
+            let n: usize = dims.iter().product();
+            Ok(Tensor::arange(start, start + n as f32, &dev)?.reshape(dims)?)
+        };
+        let cases = [
+            // LSTM layer 0, I = 7 > H = 3: the width is H (rows), not the widest matrix's I.
+            vec![t(&[12, 7], 0.0)?, t(&[12, 3], 100.0)?, t(&[12], 200.0)?, t(&[12], 300.0)?],
+            // No common width (a bias of 5 with widths 2 and 3): flattened.
+            vec![t(&[4, 2], 0.0)?, t(&[4, 3], 100.0)?, t(&[5], 200.0)?],
+        ];
+        for (i, params) in cases.iter().enumerate() {
+            let want: Vec<f32> =
+                params.iter().flat_map(|p| p.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
+            for grad in [true, false] {
+                let got = flat(params, grad)?;
+                assert_eq!(got.flatten_all()?.to_vec1::<f32>()?, want, "case {i}, grad {grad}");
+            }
+        }
+        assert_eq!(flat(&cases[0], true)?.dims(), &[12 * 7 / 3 + 12 + 4 + 4, 3], "rows of width H");
+        assert_eq!(flat(&cases[1], true)?.rank(), 1, "flattened");
+        Ok(())
     }
 }
