@@ -479,21 +479,37 @@ mod avx2 {
         while k0 < k {
             let depth = kc.min(k - k0);
             let load = job.accumulate || k0 > 0;
+            // While the blocks run down one panel slice (read from L2 after the first block), they
+            // fetch the next panel's slice into L2, each block a share of its `depth` cache lines
+            // (a panel row of `NR` f32 is one 64-byte line). Without this the first block of each
+            // panel waits on memory whenever the weight outgrows L2. Measured on Zen 3, 1 thread,
+            // best of 10 alternating runs: L's `64 × 1024 × 4096` (a 16 MiB weight) 75.7 → 89.8
+            // GFLOP/s and `64 × 4096 × 1024` 82.2 → 92.8; M's shapes 0.93–0.99 of the time.
+            let share = depth.div_ceil(blocks);
             for panel in panels.clone() {
                 let col0 = panel * NR;
                 let width = (job.n - col0).min(NR);
                 // SAFETY: rows `k0..k0 + depth` of the panel lie inside `packed` (our contract).
                 let b = unsafe { job.packed.add(panel * k * NR + k0 * NR) };
+                let next = if panel + 1 < panels.end { depth } else { 0 };
+                // Only ever prefetched (never read), and inside `packed` when `next > 0`.
+                let next_b = b.wrapping_add(k * NR);
                 // Spread the rows evenly over the blocks (32 = 6+6+5+5+5+5, not 6·5+2).
                 let mut row = 0;
                 for block in 0..blocks {
                     let rows = (m - row).div_ceil(blocks - block);
+                    let first = (block * share).min(next);
+                    let prefetch = Prefetch {
+                        from: next_b.wrapping_add(first * NR),
+                        lines: (first + share).min(next) - first,
+                        every: depth / share.max(1),
+                    };
                     // SAFETY: rows `row..row + rows ≤ m`, columns `k0..k0 + depth ≤ k` of `lhs` and
                     // the panel's columns of `dst` are inside their buffers (our contract).
                     unsafe {
                         let a = job.lhs.add(row * job.lhs_rs + k0 * job.lhs_cs);
                         let c = job.dst.add(row * job.dst_rs + col0);
-                        Tile { a, a_rs: job.lhs_rs, a_cs: job.lhs_cs, b, depth, load }
+                        Tile { a, a_rs: job.lhs_rs, a_cs: job.lhs_cs, b, depth, load, prefetch }
                             .write_rows(rows, c, job.dst_rs, width);
                     }
                     row += rows;
@@ -585,7 +601,13 @@ mod avx2 {
                             unsafe {
                                 let a = a_buf.as_ptr().add(row * kc);
                                 let c = self.dst.add((ic + row) * self.dst_rs + col);
-                                Tile { a, a_rs: 1, a_cs: MR, b, depth: kc, load }.write_rows(rows, c, self.dst_rs, w);
+                                let prefetch = Prefetch::NONE;
+                                Tile { a, a_rs: 1, a_cs: MR, b, depth: kc, load, prefetch }.write_rows(
+                                    rows,
+                                    c,
+                                    self.dst_rs,
+                                    w,
+                                );
                             }
                             row += rows;
                         }
@@ -645,6 +667,23 @@ mod avx2 {
         b: *const f32,
         depth: usize,
         load: bool,
+        prefetch: Prefetch,
+    }
+
+    /// Cache lines a microkernel call asks the CPU to fetch into L2 while it runs: `lines`
+    /// consecutive 64-byte lines from `from`, one every `every` values of `k`. Prefetching never
+    /// faults and changes no result, so `from` needs no validity beyond being computed without
+    /// overflow.
+    #[derive(Clone, Copy)]
+    struct Prefetch {
+        from: *const f32,
+        lines: usize,
+        every: usize,
+    }
+
+    impl Prefetch {
+        /// Fetches nothing.
+        const NONE: Prefetch = Prefetch { from: std::ptr::null(), lines: 0, every: 1 };
     }
 
     impl Tile {
@@ -730,7 +769,18 @@ mod avx2 {
             }
             let full = self.depth - self.depth % U;
             let mut p = 0;
+            let (mut line, mut countdown) = (0, 0);
+            let every = self.prefetch.every.max(1).div_ceil(U);
             while p < full {
+                if countdown == 0 {
+                    if line < self.prefetch.lines {
+                        // Prefetching reads nothing the program sees and never faults.
+                        _mm_prefetch::<_MM_HINT_T1>(self.prefetch.from.wrapping_add(line * NR).cast());
+                        line += 1;
+                    }
+                    countdown = every;
+                }
+                countdown -= 1;
                 for (u, acc) in sums.iter_mut().enumerate() {
                     // SAFETY: `p + u < full ≤ depth`.
                     unsafe { self.step(acc, &rows, p + u) };
