@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, StorageRef, Tensor};
 
+use super::pool::{Buffer, Pooled};
 use super::split::{self, Chunk};
 use crate::kernels::rnn::Activation;
 use crate::kernels::{gemm, gru, lstm, rnn, Dims, Float, Grads, Weights};
@@ -188,24 +189,24 @@ impl LayerSpec {
 
 /// What the forward leaves for the backward: each direction's workspace.
 enum Saved {
-    F32(Vec<Vec<f32>>),
-    F64(Vec<Vec<f64>>),
+    F32(Vec<Buffer<f32>>),
+    F64(Vec<Buffer<f64>>),
 }
 
 /// The element types the op runs on.
-trait Element: Float + candle_core::WithDType {
-    fn wrap(ws: Vec<Vec<Self>>) -> Saved;
-    fn unwrap(saved: &Saved) -> Option<&Vec<Vec<Self>>>;
+trait Element: Float + candle_core::WithDType + Pooled {
+    fn wrap(ws: Vec<Buffer<Self>>) -> Saved;
+    fn unwrap(saved: &Saved) -> Option<&Vec<Buffer<Self>>>;
     fn storage(data: Vec<Self>) -> CpuStorage;
 }
 
 macro_rules! element {
     ($t:ty, $variant:ident, $other:ident) => {
         impl Element for $t {
-            fn wrap(ws: Vec<Vec<Self>>) -> Saved {
+            fn wrap(ws: Vec<Buffer<Self>>) -> Saved {
                 Saved::$variant(ws)
             }
-            fn unwrap(saved: &Saved) -> Option<&Vec<Vec<Self>>> {
+            fn unwrap(saved: &Saved) -> Option<&Vec<Buffer<Self>>> {
                 match saved {
                     Saved::$variant(ws) => Some(ws),
                     Saved::$other(_) => None,
@@ -258,7 +259,7 @@ impl FusedLayer {
 
     /// The forward: the flat output and the workspaces the backward reads (one per direction, or
     /// with `chunks > 1` one per direction and chunk, direction-major).
-    fn forward<T: Element>(&self, x: &[T], state: &[T], params: &[T], chunks: usize) -> (Vec<T>, Vec<Vec<T>>) {
+    fn forward<T: Element>(&self, x: &[T], state: &[T], params: &[T], chunks: usize) -> (Vec<T>, Vec<Buffer<T>>) {
         if chunks > 1 {
             return self.forward_split(x, state, params, chunks);
         }
@@ -266,18 +267,18 @@ impl FusedLayer {
         let d = spec.dims();
         let (dirs, p) = (spec.directions, d.proj_size);
         let mut out = vec![T::ZERO; spec.out_len()];
-        let mut workspaces: Vec<Vec<T>> = (0..dirs).map(|_| vec![T::ZERO; spec.workspace_len(d)]).collect();
+        let mut workspaces: Vec<Buffer<T>> = (0..dirs).map(|_| Buffer::any(spec.workspace_len(d))).collect();
         let (y_all, rest) = out.split_at_mut(spec.y_len());
         let (h_n_all, c_n_all) = rest.split_at_mut(dirs * spec.h_len());
         // With one direction the kernel writes straight into the output; with two, each direction
         // writes its own contiguous (T, B, P) block and the blocks are interleaved afterwards.
-        let mut y_dirs: Vec<Vec<T>> =
-            if dirs == 1 { Vec::new() } else { (0..dirs).map(|_| vec![T::ZERO; spec.y_len() / dirs]).collect() };
+        let mut y_dirs: Vec<Buffer<T>> =
+            if dirs == 1 { Vec::new() } else { (0..dirs).map(|_| Buffer::any(spec.y_len() / dirs)).collect() };
         {
             let mut h_chunks = h_n_all.chunks_mut(spec.h_len().max(1));
             let mut c_chunks = c_n_all.chunks_mut(spec.c_len().max(1));
             let mut y_slots: Vec<&mut [T]> =
-                if dirs == 1 { vec![&mut *y_all] } else { y_dirs.iter_mut().map(|v| v.as_mut_slice()).collect() };
+                if dirs == 1 { vec![&mut *y_all] } else { y_dirs.iter_mut().map(|v| &mut **v).collect() };
             let mut jobs: Vec<DirectionOut<'_, T>> = Vec::with_capacity(dirs);
             for (dir, ws) in workspaces.iter_mut().enumerate() {
                 jobs.push(DirectionOut {
@@ -323,7 +324,7 @@ impl FusedLayer {
         params: &[T],
         out: &[T],
         grad: &[T],
-        workspaces: &[Vec<T>],
+        workspaces: &[Buffer<T>],
         chunks: usize,
     ) -> (Vec<T>, Vec<T>, Vec<T>) {
         if chunks > 1 {
@@ -336,8 +337,8 @@ impl FusedLayer {
         let x_len = rows * d.input_size;
         let mut dstate = vec![T::ZERO; spec.state_len()];
         let mut dparams = vec![T::ZERO; spec.params_len()];
-        let deinterleave = |src: &[T], dir: usize| -> Vec<T> {
-            let mut dst = vec![T::ZERO; rows * p];
+        let deinterleave = |src: &[T], dir: usize| -> Buffer<T> {
+            let mut dst = Buffer::any(rows * p);
             for r in 0..rows {
                 dst[r * p..(r + 1) * p].copy_from_slice(&src[r * dirs * p + dir * p..r * dirs * p + (dir + 1) * p]);
             }
@@ -346,7 +347,7 @@ impl FusedLayer {
         let (y_all, dy_all) = (&out[..spec.y_len()], &grad[..spec.y_len()]);
         let dh_n_all = &grad[spec.y_len()..spec.y_len() + dirs * spec.h_len()];
         let dc_n_all = &grad[spec.y_len() + dirs * spec.h_len()..];
-        let (ys, dys): (Vec<Vec<T>>, Vec<Vec<T>>) = if dirs == 1 {
+        let (ys, dys): (Vec<Buffer<T>>, Vec<Buffer<T>>) = if dirs == 1 {
             (Vec::new(), Vec::new())
         } else {
             ((0..dirs).map(|k| deinterleave(y_all, k)).collect(), (0..dirs).map(|k| deinterleave(dy_all, k)).collect())
@@ -375,10 +376,10 @@ impl FusedLayer {
                 let c0 = &state[c_at..c_at + spec.c_len()];
                 let dh_n = &dh_n_all[dir * spec.h_len()..(dir + 1) * spec.h_len()];
                 let dc_n = &dc_n_all[dir * spec.c_len()..(dir + 1) * spec.c_len()];
-                let (y, dy) = if dirs == 1 { (y_all, dy_all) } else { (ys[dir].as_slice(), dys[dir].as_slice()) };
+                let (y, dy) = if dirs == 1 { (y_all, dy_all) } else { (&*ys[dir], &*dys[dir]) };
                 let w = spec.weights(params, dir);
                 let g = split_grads(dp, o);
-                let mut scratch = vec![T::ZERO; spec.scratch_len(d)];
+                let mut scratch = Buffer::any(spec.scratch_len(d));
                 let ws = &workspaces[dir];
                 let out = StateGrads { dx, dh0, dc0 };
                 run_backward(spec.kind, d, dir == 1, x, h0, c0, w, y, ws, dy, dh_n, dc_n, out, g, &mut scratch);
@@ -409,26 +410,28 @@ impl FusedLayer {
 impl FusedLayer {
     /// [`FusedLayer::forward`] with each direction's batch cut into `chunks` (see [`split`]): each
     /// (direction, chunk) pair runs the kernels single-threaded over its own rows, all at once.
-    fn forward_split<T: Element>(&self, x: &[T], state: &[T], params: &[T], chunks: usize) -> (Vec<T>, Vec<Vec<T>>) {
+    fn forward_split<T: Element>(&self, x: &[T], state: &[T], params: &[T], chunks: usize) -> (Vec<T>, Vec<Buffer<T>>) {
         use rayon::prelude::*;
         let spec = &self.spec;
         let d = spec.dims();
         let (dirs, i, p) = (spec.directions, d.input_size, d.proj_size);
         let plan = split::plan(d, chunks);
         let jobs: Vec<(usize, &Chunk)> = (0..dirs).flat_map(|dir| plan.iter().map(move |c| (dir, c))).collect();
-        let results: Vec<[Vec<T>; 4]> = jobs
+        let results: Vec<[Buffer<T>; 4]> = jobs
             .par_iter()
             .map(|&(dir, chunk)| {
                 gemm::serial(|| {
                     let dc = chunk.dims(d);
-                    let x = split::gather(x, i, 0, i, &chunk.rows);
+                    let mut x_c = Buffer::any(chunk.rows.len() * i);
+                    split::gather(&mut x_c, x, i, 0, i, &chunk.rows);
+                    let x = &*x_c;
                     let (h0, c0) = spec.chunk_state(state, dir, chunk);
-                    let mut y = vec![T::ZERO; chunk.rows.len() * p];
-                    let mut h_n = vec![T::ZERO; h0.len()];
-                    let mut c_n = vec![T::ZERO; c0.len()];
-                    let mut ws = vec![T::ZERO; spec.workspace_len(dc)];
+                    let mut y = Buffer::any(chunk.rows.len() * p);
+                    let mut h_n = Buffer::any(h0.len());
+                    let mut c_n = Buffer::any(c0.len());
+                    let mut ws = Buffer::any(spec.workspace_len(dc));
                     let w = spec.weights(params, dir);
-                    run_forward(spec.kind, dc, dir == 1, &x, h0, c0, w, &mut y, &mut h_n, &mut c_n, &mut ws);
+                    run_forward(spec.kind, dc, dir == 1, x, h0, c0, w, &mut y, &mut h_n, &mut c_n, &mut ws);
                     [y, h_n, c_n, ws]
                 })
             })
@@ -457,7 +460,7 @@ impl FusedLayer {
         params: &[T],
         out: &[T],
         grad: &[T],
-        workspaces: &[Vec<T>],
+        workspaces: &[Buffer<T>],
         chunks: usize,
     ) -> (Vec<T>, Vec<T>, Vec<T>) {
         use rayon::prelude::*;
@@ -470,23 +473,30 @@ impl FusedLayer {
         let (y_all, dy_all) = (&out[..spec.y_len()], &grad[..spec.y_len()]);
         // The gradient of the final state has the layout of the initial state.
         let dstate_n = &grad[spec.y_len()..];
-        let results: Vec<[Vec<T>; 4]> = jobs
+        let results: Vec<[Buffer<T>; 4]> = jobs
             .par_iter()
             .zip(workspaces)
             .map(|(&(dir, chunk), ws)| {
                 gemm::serial(|| {
                     let dc = chunk.dims(d);
                     let rows = &chunk.rows;
-                    let x = split::gather(x, i, 0, i, rows);
-                    let y = split::gather(y_all, dirs * p, dir * p, p, rows);
-                    let dy = split::gather(dy_all, dirs * p, dir * p, p, rows);
+                    let gather = |src: &[T], stride: usize, col: usize, width: usize| {
+                        let mut part = Buffer::any(rows.len() * width);
+                        split::gather(&mut part, src, stride, col, width, rows);
+                        part
+                    };
+                    let x = gather(x, i, 0, i);
+                    let y = gather(y_all, dirs * p, dir * p, p);
+                    let dy = gather(dy_all, dirs * p, dir * p, p);
                     let (h0, c0) = spec.chunk_state(state, dir, chunk);
                     let (dh_n, dc_n) = spec.chunk_state(dstate_n, dir, chunk);
-                    let mut dx = vec![T::ZERO; x.len()];
-                    let mut dh0 = vec![T::ZERO; h0.len()];
-                    let mut dc0 = vec![T::ZERO; c0.len()];
-                    let mut dp = vec![T::ZERO; o.len];
-                    let mut scratch = vec![T::ZERO; spec.scratch_len(dc)];
+                    // The kernels add into the input and parameter gradients, and write the
+                    // initial state's.
+                    let mut dx = Buffer::zeroed(x.len());
+                    let mut dh0 = Buffer::any(h0.len());
+                    let mut dc0 = Buffer::any(c0.len());
+                    let mut dp = Buffer::zeroed(o.len);
+                    let mut scratch = Buffer::any(spec.scratch_len(dc));
                     let w = spec.weights(params, dir);
                     let state_grads = StateGrads { dx: &mut dx, dh0: &mut dh0, dc0: &mut dc0 };
                     let g = split_grads(&mut dp, o);
@@ -526,7 +536,7 @@ impl FusedLayer {
         // element by element (so the result does not depend on how the elements are shared out),
         // on the layer's threads.
         for (dir, total) in dparams.chunks_mut(o.len.max(1)).enumerate() {
-            let parts: Vec<&[T]> = dps.iter().filter(|(d, _)| *d == dir).map(|(_, dp)| dp.as_slice()).collect();
+            let parts: Vec<&[T]> = dps.iter().filter(|(d, _)| *d == dir).map(|(_, dp)| &**dp).collect();
             total.par_chunks_mut(SUM_CHUNK).enumerate().for_each(|(c, total)| {
                 for part in &parts {
                     for (t, p) in total.iter_mut().zip(&part[c * SUM_CHUNK..]) {
@@ -774,6 +784,80 @@ impl CustomOp3 for FusedLayer {
             DType::F32 => self.bwd_typed::<f32>(x, state, params, res, grad),
             DType::F64 => self.bwd_typed::<f64>(x, state, params, res, grad),
             other => candle_core::bail!("the fused recurrent kernels support F32 and F64, got {other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor, Var};
+    use candle_nn::VarMap;
+
+    use super::super::pool::Pooled;
+    use crate::{seeded_var_builder, Gru, GruConfig, Lstm, LstmConfig, State};
+
+    /// Output, final state and the gradients of the input, the initial state and every
+    /// parameter, flattened, for a loss that weights every output value differently.
+    fn run(lstm: bool, bidirectional: bool) -> Vec<Vec<f64>> {
+        // 16 rows make two chunks of the batch when there are threads to run them (the split
+        // path); a direction's parameter gradient (over 2^15 values) is big enough to be pooled.
+        let (t, b, i, h) = (20, 16, 30, 100);
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = seeded_var_builder(&varmap, 3, DType::F64, &dev);
+        let lead = if bidirectional { 2 } else { 1 };
+        let values = |n: usize, seed: f64| -> Vec<f64> { (0..n).map(|k| ((k as f64 + seed) * 0.37).sin()).collect() };
+        let x = Var::from_vec(values(t * b * i, 1.0), (t, b, i), &dev).unwrap();
+        let h0 = Var::from_vec(values(lead * b * h, 2.0), (lead, b, h), &dev).unwrap();
+        let c0 = Var::from_vec(values(lead * b * h, 3.0), (lead, b, h), &dev).unwrap();
+        let (out, state) = if lstm {
+            let layer = Lstm::new(LstmConfig { bidirectional, ..LstmConfig::new(i, h) }, vb).unwrap();
+            let state = State { h: h0.as_tensor().clone(), c: Some(c0.as_tensor().clone()) };
+            layer.forward(x.as_tensor(), Some(&state)).unwrap()
+        } else {
+            let layer = Gru::new(GruConfig { bidirectional, ..GruConfig::new(i, h) }, vb).unwrap();
+            layer.forward(x.as_tensor(), Some(&State { h: h0.as_tensor().clone(), c: None })).unwrap()
+        };
+        let weights = Tensor::from_vec(values(out.elem_count(), 4.0), out.shape(), &dev).unwrap();
+        let mut loss = (&out * &weights).unwrap().sum_all().unwrap();
+        loss = (loss + state.h.sum_all().unwrap()).unwrap();
+        if let Some(c) = &state.c {
+            loss = (loss + (c * 0.5).unwrap().sum_all().unwrap()).unwrap();
+        }
+        let grads = loss.backward().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let mut all = vec![flat(&out), flat(&state.h)];
+        let mut vars = vec![x, h0];
+        if lstm {
+            vars.push(c0);
+        }
+        let mut params: Vec<(String, Var)> =
+            varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        vars.extend(params.into_iter().map(|(_, v)| v));
+        all.extend(vars.iter().map(|v| flat(grads.get(v.as_tensor()).unwrap())));
+        all
+    }
+
+    /// Work buffers come back from the pool holding what their last user left: poisoning every
+    /// pooled buffer with NaN changes no output and no gradient (bitwise), through the
+    /// workspaces the forward keeps, the backward's scratch, the per-direction and (with more than
+    /// one thread) the per-chunk buffers.
+    #[test]
+    fn stale_pooled_buffers_change_nothing() {
+        for (lstm, bidirectional) in [(true, false), (true, true), (false, false), (false, true)] {
+            let fresh = run(lstm, bidirectional);
+            let poisoned = {
+                let mut pool = f64::pool().lock().unwrap();
+                assert!(!pool.is_empty(), "the first run left its work buffers in the pool");
+                pool.iter_mut().for_each(|v| v.fill(f64::NAN));
+                drop(pool);
+                run(lstm, bidirectional)
+            };
+            for (k, (a, b)) in fresh.iter().zip(&poisoned).enumerate() {
+                let same = a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "lstm={lstm} bidirectional={bidirectional}: result {k} changed");
+            }
         }
     }
 }

@@ -2,4 +2,5 @@
 //! Nothing else in Recur touches candle's storage.
 
 pub(crate) mod fused;
+pub(crate) mod pool;
 pub(crate) mod split;

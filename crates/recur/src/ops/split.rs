@@ -100,14 +100,12 @@ pub(crate) fn plan(d: Dims<'_>, parts: usize) -> Vec<Chunk> {
         .collect()
 }
 
-/// Columns `[col, col + width)` of the rows `rows` of `src` (row stride `stride`), packed into a
-/// new `(rows.len(), width)` buffer.
-pub(crate) fn gather<T: Copy>(src: &[T], stride: usize, col: usize, width: usize, rows: &[usize]) -> Vec<T> {
-    let mut out = Vec::with_capacity(rows.len() * width);
-    for &r in rows {
-        out.extend_from_slice(&src[r * stride + col..r * stride + col + width]);
+/// Columns `[col, col + width)` of the rows `rows` of `src` (row stride `stride`), packed into
+/// `dst`, `(rows.len(), width)`.
+pub(crate) fn gather<T: Copy>(dst: &mut [T], src: &[T], stride: usize, col: usize, width: usize, rows: &[usize]) {
+    for (&r, part) in rows.iter().zip(dst.chunks_exact_mut(width.max(1))) {
+        part.copy_from_slice(&src[r * stride + col..r * stride + col + width]);
     }
-    out
 }
 
 /// The inverse of [`gather`]: writes the `(rows.len(), width)` buffer `src` into those columns of
@@ -183,7 +181,8 @@ mod tests {
     fn gather_and_scatter_are_inverse() {
         let src: Vec<i32> = (0..24).collect(); // (6, 4)
         let rows = [4, 1, 5];
-        let g = gather(&src, 4, 1, 2, &rows);
+        let mut g = [0; 6];
+        gather(&mut g, &src, 4, 1, 2, &rows);
         assert_eq!(g, [17, 18, 5, 6, 21, 22]);
         let mut dst = vec![0; 24];
         scatter(&mut dst, 4, 1, 2, &rows, &g);
