@@ -22,6 +22,11 @@ The work, as in crates/recur/benches/common/mod.rs (float32, CPU):
     random tokens (B, T); train = forward + cross-entropy at every step + backward + Adam step;
   - infer = forward only under torch.inference_mode() (Recur: detached weights and inputs).
 
+Allocator: bench_layers calls recur::keep_freed_memory() first, as the `recur` command does
+(glibc keeps freed blocks of up to 32 MiB for reuse instead of unmapping them, so per-step
+tensors are not page-faulted in afresh every step); --malloc-defaults runs it without, and the
+header line says which. PyTorch runs with its own defaults.
+
 Environment: the machine notes' hint about OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (which slow down
 a current numpy's OpenBLAS) is irrelevant here: PyTorch's CPU wheels use MKL and oneDNN, not
 OpenBLAS, and Recur uses neither. Leave both variables as they are.
@@ -168,7 +173,7 @@ def build_recur(rebuild):
     )
 
 
-def time_recur(name, mode, threads, min_seconds):
+def time_recur(name, mode, threads, min_seconds, malloc_defaults):
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
     command = [
         str(BENCH_BINARY),
@@ -177,7 +182,7 @@ def time_recur(name, mode, threads, min_seconds):
         "--threads", str(threads),
         "--min-seconds", str(min_seconds),
         "--json",
-    ]  # fmt: skip
+    ] + (["--malloc-defaults"] if malloc_defaults else [])  # fmt: skip
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"bench_layers failed on {name}/{mode}/{threads}:\n{result.stderr}")
@@ -215,6 +220,12 @@ def main():
     parser.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds per measurement (default: 2)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
     parser.add_argument("--rebuild", action="store_true", help="rebuild bench_layers even if it exists")
+    parser.add_argument(
+        "--malloc-defaults",
+        action="store_true",
+        help="run bench_layers with glibc's malloc settings (by default it calls recur::keep_freed_memory, "
+        "as the recur command does)",
+    )
     args = parser.parse_args()
 
     cases = split_list(args.cases, list(CASES), "case")
@@ -228,6 +239,8 @@ def main():
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {cpu_model()}, {os.cpu_count()} CPUs")
     print(f"# recur {git_revision()}  vs  torch {torch.__version__}  (python {platform.python_version()})")
     print(f"# median of >= {args.min_seconds:g} s after {WARM_UPS} warm-ups; ratio = recur_ms / torch_ms")
+    malloc = "glibc defaults (--malloc-defaults)" if args.malloc_defaults else "recur::keep_freed_memory()"
+    print(f"# Recur's malloc settings: {malloc}")
     header = f"{'case':<8} {'mode':<6} {'threads':>7} {'recur_ms':>10} {'torch_ms':>10} {'ratio':>6}"
     print(header)
     print("-" * len(header))
@@ -235,7 +248,7 @@ def main():
     for name in cases:
         for mode in modes:
             for n in threads:
-                recur_ms = time_recur(name, mode, n, args.min_seconds)
+                recur_ms = time_recur(name, mode, n, args.min_seconds, args.malloc_defaults)
                 torch_ms = time_torch(name, mode, n, args.min_seconds)
                 row = {
                     "case": name,

@@ -12,7 +12,6 @@ mod eval;
 mod gradflow;
 mod inspect;
 mod interrupt;
-mod memory;
 mod progress;
 mod sample;
 mod streams;
@@ -64,7 +63,7 @@ impl std::fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 fn main() -> ExitCode {
-    memory::keep_freed_memory();
+    recur::keep_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {

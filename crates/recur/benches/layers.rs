@@ -44,6 +44,8 @@ fn case(name: &str) -> Case {
 
 /// Recur's layers: `<case>/train` and `<case>/infer`.
 fn recur_layers(c: &mut Criterion) {
+    // As the `recur` command and `bench_layers` do (the first group runs first).
+    recur::keep_freed_memory();
     for name in CASES {
         let case = case(name);
         let mut group = c.benchmark_group(name);

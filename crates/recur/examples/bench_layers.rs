@@ -4,6 +4,9 @@
 //! This is the Recur side of `bench/compare.py`, which runs it once per case, mode and thread count
 //! and times PyTorch on the same work in the same run.
 //!
+//! Like the `recur` command, it first calls [`recur::keep_freed_memory`] (glibc keeps freed blocks
+//! for reuse instead of unmapping them); `--malloc-defaults` leaves glibc's settings alone.
+//!
 //! ```text
 //! cargo run --release -p recur --example bench_layers -- --case M --mode train --threads 1 --json
 //! {"case":"M","mode":"train","threads":1,"median_ms":123.4,"iterations":17}
@@ -19,7 +22,8 @@ use anyhow::{bail, Context, Result};
 
 use common::{Mode, Workload};
 
-const USAGE: &str = "usage: bench_layers --case NAME --mode train|infer [--threads N] [--min-seconds S] [--json]";
+const USAGE: &str =
+    "usage: bench_layers --case NAME --mode train|infer [--threads N] [--min-seconds S] [--json] [--malloc-defaults]";
 const WARM_UPS: usize = 3;
 
 struct Args {
@@ -28,10 +32,12 @@ struct Args {
     threads: usize,
     min_seconds: f64,
     json: bool,
+    malloc_defaults: bool,
 }
 
 fn parse_args() -> Result<Args> {
     let (mut case, mut mode, mut threads, mut min_seconds, mut json) = (None, None, 1, 2.0, false);
+    let mut malloc_defaults = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |flag: &str| args.next().with_context(|| format!("{flag} needs a value; {USAGE}"));
@@ -41,6 +47,7 @@ fn parse_args() -> Result<Args> {
             "--threads" => threads = value("--threads")?.parse().context("--threads wants a whole number ≥ 1")?,
             "--min-seconds" => min_seconds = value("--min-seconds")?.parse().context("--min-seconds wants a number")?,
             "--json" => json = true,
+            "--malloc-defaults" => malloc_defaults = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -57,6 +64,7 @@ fn parse_args() -> Result<Args> {
         threads,
         min_seconds,
         json,
+        malloc_defaults,
     })
 }
 
@@ -93,6 +101,9 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     let args = parse_args()?;
+    if !args.malloc_defaults {
+        recur::keep_freed_memory();
+    }
     set_threads(args.threads)?;
     let case = common::case(&args.case)?;
     let mut workload = Workload::new(&case, args.mode)?;

@@ -31,6 +31,7 @@ pub mod data;
 pub mod diagnostics;
 mod error;
 pub mod kernels;
+mod memory;
 pub mod models;
 pub mod nn;
 mod ops;
@@ -39,6 +40,7 @@ pub mod repr;
 pub mod train;
 
 pub use error::{Error, Result};
+pub use memory::keep_freed_memory;
 
 /// The library's version (`CARGO_PKG_VERSION`), also written into checkpoints.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
