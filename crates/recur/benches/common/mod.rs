@@ -19,9 +19,10 @@ use std::hint::black_box;
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Embedding, Linear, Module, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{Embedding, Linear, Module, VarBuilder, VarMap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use recur::train::{named_vars, Adam, AdamConfig, Optimizer};
 use recur::{Gru, GruConfig, Lstm, LstmConfig, Recurrent, Rnn, RnnConfig, State};
 
 /// Seed of the parameters; the data use `SEED + 1`.
@@ -245,7 +246,7 @@ pub struct Workload {
     state: Option<State>,
     /// The MSE target `(T, B, D·H)`, or the next-token ids `(B·T)` for `charrnn`.
     target: Tensor,
-    optimizer: Option<AdamW>,
+    optimizer: Option<Adam>,
     /// The sequence lengths of a packed case.
     lengths: Option<Vec<usize>>,
 }
@@ -292,8 +293,8 @@ impl Workload {
         };
         let optimizer = match (mode, case.vocab_size) {
             (Mode::Train, Some(_)) => {
-                let adam = ParamsAdamW { lr: 2e-3, weight_decay: 0.0, ..ParamsAdamW::default() };
-                Some(AdamW::new(varmap.all_vars(), adam)?)
+                // Recur's own Adam (PyTorch's `torch.optim.Adam`, which the PyTorch side runs).
+                Some(Adam::new(named_vars(&varmap), AdamConfig { lr: 2e-3, ..AdamConfig::default() })?)
             }
             _ => None,
         };
