@@ -12,6 +12,7 @@ both with the protocol of cases.md: 3 warm-up iterations, then iterations until 
 
     /work/venv/bin/python bench/compare.py                      # every case, about 10 minutes
     /work/venv/bin/python bench/compare.py --cases S,M --json bench/results.json
+    /work/venv/bin/python bench/compare.py --modes train --threads 1 --rounds 3   # alternating
 
 The work, as in crates/recur/benches/common/mod.rs (float32, CPU):
   - layers: input (T, B, I), initial state (h0[, c0]) and a fixed target (T, B, D*H), uniform in
@@ -221,12 +222,21 @@ def main():
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
     parser.add_argument("--rebuild", action="store_true", help="rebuild bench_layers even if it exists")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="time each row this many times, alternating Recur and PyTorch, and report the medians "
+        "(the machine's speed drifts over minutes; alternating keeps both sides in the same phases)",
+    )
+    parser.add_argument(
         "--malloc-defaults",
         action="store_true",
         help="run bench_layers with glibc's malloc settings (by default it calls recur::keep_freed_memory, "
         "as the recur command does)",
     )
     args = parser.parse_args()
+    if args.rounds < 1:
+        sys.exit(f"--rounds wants a whole number >= 1, got {args.rounds}")
 
     cases = split_list(args.cases, list(CASES), "case")
     modes = split_list(args.modes, MODES, "mode")
@@ -239,6 +249,8 @@ def main():
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {cpu_model()}, {os.cpu_count()} CPUs")
     print(f"# recur {git_revision()}  vs  torch {torch.__version__}  (python {platform.python_version()})")
     print(f"# median of >= {args.min_seconds:g} s after {WARM_UPS} warm-ups; ratio = recur_ms / torch_ms")
+    if args.rounds > 1:
+        print(f"# each row: median over {args.rounds} rounds, Recur and PyTorch alternating")
     malloc = "glibc defaults (--malloc-defaults)" if args.malloc_defaults else "recur::keep_freed_memory()"
     print(f"# Recur's malloc settings: {malloc}")
     header = f"{'case':<8} {'mode':<6} {'threads':>7} {'recur_ms':>10} {'torch_ms':>10} {'ratio':>6}"
@@ -248,8 +260,11 @@ def main():
     for name in cases:
         for mode in modes:
             for n in threads:
-                recur_ms = time_recur(name, mode, n, args.min_seconds, args.malloc_defaults)
-                torch_ms = time_torch(name, mode, n, args.min_seconds)
+                recur_runs, torch_runs = [], []
+                for _ in range(args.rounds):
+                    recur_runs.append(time_recur(name, mode, n, args.min_seconds, args.malloc_defaults))
+                    torch_runs.append(time_torch(name, mode, n, args.min_seconds))
+                recur_ms, torch_ms = statistics.median(recur_runs), statistics.median(torch_runs)
                 row = {
                     "case": name,
                     "mode": mode,
@@ -258,6 +273,9 @@ def main():
                     "torch_ms": round(torch_ms, 4),
                     "ratio": round(recur_ms / torch_ms, 3),
                 }
+                if args.rounds > 1:
+                    row["recur_rounds_ms"] = [round(t, 4) for t in recur_runs]
+                    row["torch_rounds_ms"] = [round(t, 4) for t in torch_runs]
                 rows.append(row)
                 print(f"{name:<8} {mode:<6} {n:>7} {recur_ms:>10.3f} {torch_ms:>10.3f} {row['ratio']:>6.2f}", flush=True)
     if args.json:
