@@ -215,13 +215,34 @@ impl Metrics {
     }
 }
 
+/// Makes `--threads` bound every pool of threads the run uses: Recur's kernels, rayon's global
+/// pool (the optimizers' chunks) and candle's CPU ops (its matrix products and its element-wise
+/// thread pool). Rayon and candle read `RAYON_NUM_THREADS` when they first start their threads,
+/// which no tensor op has done yet; without it `--threads 1` on a many-core machine still had
+/// candle start a spinning thread per core.
+fn limit_threads(threads: usize) {
+    // Only the Ctrl-C watcher runs besides this thread now, and it reads no environment.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    recur::set_num_threads(threads);
+}
+
+/// "N threads" for the start-up line, naming candle's count too when it differs from the kernels'.
+fn thread_counts() -> String {
+    let (kernels, candle) = (recur::num_threads(), candle_core::utils::get_num_threads());
+    if kernels == candle {
+        format!("{kernels} threads")
+    } else {
+        format!("{kernels} threads (candle's ops: {candle})")
+    }
+}
+
 /// Runs `recur train`.
 pub fn run(args: TrainArgs) -> Result<()> {
     if let Some(threads) = args.threads {
         if threads == 0 {
             bail!("--threads must be at least 1");
         }
-        recur::set_num_threads(threads);
+        limit_threads(threads);
     }
     let out_dir = output_folder(&args)?;
     std::fs::create_dir_all(&out_dir)
@@ -290,12 +311,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Some(path) => writeln!(out, "resuming {} at step {}", path.display(), run.step)?,
         None => writeln!(
             out,
-            "training {} steps of {}×{} characters (at most {}), {} threads, writing to {}",
+            "training {} steps of {}×{} characters (at most {}), {}, writing to {}",
             config.max_steps,
             config.batch_size,
             config.seq_len,
             progress::duration(args.time_budget),
-            recur::num_threads(),
+            thread_counts(),
             out_dir.display()
         )?,
     }

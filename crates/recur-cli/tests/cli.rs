@@ -106,6 +106,26 @@ fn assert_clean_error(output: &Output, want: &str) {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// `--threads` bounds candle's own thread pools too, whatever `RAYON_NUM_THREADS` says (the
+/// start-up line names candle's count when it differs from the kernels').
+#[test]
+fn threads_flag_bounds_candle_too() {
+    let dir = scratch("threads");
+    let text = write(&dir, "text.txt", tiny_text().as_bytes());
+    let out = dir.join("run");
+    let mut args = vec!["train", "--text", p(&text), "--out", p(&out)];
+    args.extend_from_slice(&SMALL);
+    args.extend_from_slice(&["--max-steps", "2", "--eval-every", "2", "--quiet", "--threads", "1"]);
+    let output = Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(&args)
+        .env("RAYON_NUM_THREADS", "3")
+        .output()
+        .expect("the recur binary runs");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains(", 1 threads, writing to"), "{text}");
+}
+
 #[test]
 fn train_resume_sample_eval_inspect() {
     let dir = scratch("cycle");
