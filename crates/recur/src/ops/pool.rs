@@ -18,14 +18,14 @@ use std::sync::Mutex;
 /// lists without page faults.
 const MIN_BYTES: usize = 1 << 18;
 
-/// Most bytes the pool keeps per element type; the oldest buffers go first beyond it.
-const MAX_BYTES: usize = 1 << 29;
-
 /// Most buffers the pool keeps per element type.
 const MAX_BUFFERS: usize = 32;
 
 /// An element type with a pool of its own.
 pub(crate) trait Pooled: Copy + Default + Send + 'static {
+    /// Most bytes the pool keeps; the oldest buffers go first beyond it.
+    const MAX_BYTES: usize = 1 << 29;
+
     /// The pool of this type's buffers, oldest first; each is fully initialised.
     fn pool() -> &'static Mutex<Vec<Vec<Self>>>;
 }
@@ -80,13 +80,13 @@ impl<T: Pooled> Drop for Buffer<T> {
         let size = |v: &Vec<T>| v.len() * std::mem::size_of::<T>();
         let data = std::mem::take(&mut self.data);
         let bytes = size(&data);
-        if !(MIN_BYTES..=MAX_BYTES).contains(&bytes) {
+        if !(MIN_BYTES..=T::MAX_BYTES).contains(&bytes) {
             return;
         }
         // A poisoned pool only means a panic elsewhere held it; the buffer is then freed.
         let Ok(mut pool) = T::pool().lock() else { return };
         let mut kept: usize = pool.iter().map(size).sum();
-        while !pool.is_empty() && (kept + bytes > MAX_BYTES || pool.len() >= MAX_BUFFERS) {
+        while !pool.is_empty() && (kept + bytes > T::MAX_BYTES || pool.len() >= MAX_BUFFERS) {
             kept -= size(&pool.remove(0));
         }
         pool.push(data);
@@ -116,6 +116,10 @@ mod tests {
     struct Probe(f64);
 
     impl Pooled for Probe {
+        /// 32 MiB: room for the count bound's 32 test buffers (25 MB), and reached by two halves
+        /// without allocating hundreds of megabytes.
+        const MAX_BYTES: usize = 128 * MIN_BYTES;
+
         fn pool() -> &'static Mutex<Vec<Vec<Self>>> {
             static POOL: Mutex<Vec<Vec<Probe>>> = Mutex::new(Vec::new());
             &POOL
@@ -166,7 +170,7 @@ mod tests {
         let buffers: Vec<Buffer<Probe>> = (0..MAX_BUFFERS + 3).map(|i| Buffer::any(BIG + i)).collect();
         drop(buffers);
         assert_eq!(pooled_lens(), (3..MAX_BUFFERS + 3).map(|i| BIG + i).collect::<Vec<_>>());
-        let huge = MAX_BYTES / 8 / 2 + 1;
+        let huge = Probe::MAX_BYTES / 8 / 2 + 1;
         drop((Buffer::<Probe>::any(huge), Buffer::<Probe>::any(huge)));
         assert_eq!(pooled_lens(), [huge], "two of these exceed the byte budget");
         Probe::pool().lock().unwrap().clear();
