@@ -218,8 +218,9 @@ impl Metrics {
 /// Makes `--threads` bound every pool of threads the run uses: Recur's kernels, rayon's global
 /// pool (the optimizers' chunks) and candle's CPU ops (its matrix products and its element-wise
 /// thread pool). Rayon and candle read `RAYON_NUM_THREADS` when they first start their threads,
-/// which no tensor op has done yet; without it `--threads 1` on a many-core machine still had
-/// candle start a spinning thread per core.
+/// which no tensor op has done yet. Without it `--threads 1` still left candle's pool at the
+/// machine's core count (a second, spinning thread on a 2-core machine; by candle's code, one per
+/// core on a bigger one).
 fn limit_threads(threads: usize) {
     // Only the Ctrl-C watcher runs besides this thread now, and it reads no environment.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
