@@ -24,7 +24,7 @@ use super::shared::{
     add_column_sums, block, block_mut, check_layout, gather_len, hidden_weight_grad, input_grads, pointwise,
     prev_state, project_inputs, span_pair, stage_len, take_final,
 };
-use super::{time_index, Dims, Float, Grads, Weights};
+use super::{time_index, Dims, Float, Grads, Input, Weights};
 
 /// Gates per hidden unit.
 const GATES: usize = 3;
@@ -47,13 +47,12 @@ pub fn gru_scratch_len(d: Dims) -> usize {
 
 /// Panics (an internal invariant: the ops layer validates user input) unless every buffer has the
 /// length its documented shape implies.
-fn check_shapes<T>(d: Dims, x: &[T], h0: &[T], w: &Weights<'_, T>, y: usize, h_n: usize) {
+fn check_shapes<T>(d: Dims, h0: &[T], w: &Weights<'_, T>, y: usize, h_n: usize) {
     let (n, b, i, h) = (d.rows(), d.batch, d.input_size, d.hidden_size);
     check_layout(d);
     assert!(h > 0 && d.proj_size == h, "GRU needs proj_size == hidden_size > 0, got {d:?}");
     assert!(w.w_hr.is_none(), "a GRU has no projection");
     assert_eq!(w.b_ih.is_some(), w.b_hh.is_some(), "b_ih and b_hh come together");
-    assert_eq!(x.len(), n * i, "x must be (T, B, I)");
     assert_eq!(h0.len(), b * h, "h0 must be (B, H)");
     assert_eq!(w.w_ih.len(), GATES * h * i, "w_ih must be (3H, I)");
     assert_eq!(w.w_hh.len(), GATES * h * h, "w_hh must be (3H, H)");
@@ -89,14 +88,15 @@ fn check_grads<T>(d: Dims, w: &Weights<'_, T>, g: &Grads<'_, T>) {
 pub fn gru_forward<T: Float>(
     d: Dims,
     reverse: bool,
-    x: &[T],
+    x: Input<'_, T>,
     h0: &[T],
     w: Weights<'_, T>,
     y: &mut [T],
     h_n: &mut [T],
     ws: &mut [T],
 ) {
-    check_shapes(d, x, h0, &w, y.len(), h_n.len());
+    x.check(d, GATES * d.hidden_size);
+    check_shapes(d, h0, &w, y.len(), h_n.len());
     assert!(ws.len() >= gru_workspace_len(d), "workspace shorter than gru_workspace_len");
     let (b, h) = (d.batch, d.hidden_size);
     let gate_width = GATES * h;
@@ -150,7 +150,7 @@ pub fn gru_forward<T: Float>(
 pub fn gru_backward<T: Float>(
     d: Dims,
     reverse: bool,
-    x: &[T],
+    x: Input<'_, T>,
     h0: &[T],
     w: Weights<'_, T>,
     y: &[T],
@@ -162,10 +162,11 @@ pub fn gru_backward<T: Float>(
     g: Grads<'_, T>,
     scratch: &mut [T],
 ) {
-    check_shapes(d, x, h0, &w, y.len(), dh_n.len());
+    let dx_len = x.check(d, GATES * d.hidden_size);
+    check_shapes(d, h0, &w, y.len(), dh_n.len());
     check_grads(d, &w, &g);
     assert_eq!(dy.len(), y.len(), "dy must be (T, B, H)");
-    assert_eq!(dx.len(), x.len(), "dx must be (T, B, I)");
+    assert_eq!(dx.len(), dx_len, "dx must be (T, B, I), or (V, G·H) for a projected input");
     assert_eq!(dh0.len(), h0.len(), "dh0 must be (B, H)");
     assert!(ws.len() >= gru_workspace_len(d), "workspace shorter than gru_workspace_len");
     assert!(scratch.len() >= gru_scratch_len(d), "scratch shorter than gru_scratch_len");
@@ -210,9 +211,8 @@ pub fn gru_backward<T: Float>(
         w_hh.matmul(dh_carry, h, true, MatRef::new(dgates_h, n, gate_width));
     }
 
-    input_grads(d, gate_width, dgates_i_all, x, w.w_ih, dx, g.dw_ih);
+    input_grads(d, gate_width, dgates_i_all, x, w.w_ih, dx, g.dw_ih, g.db_ih);
     hidden_weight_grad(d, gate_width, reverse, dgates_h_all, y, h0, g.dw_hh, gather);
-    add_column_sums(dgates_i_all, gate_width, g.db_ih);
     add_column_sums(dgates_h_all, gate_width, g.db_hh);
 }
 
@@ -378,7 +378,8 @@ pub fn gru_forward_naive<T: Float>(
     h_n: &mut [T],
     _ws: &mut [T],
 ) {
-    check_shapes(d, x, h0, &w, y.len(), h_n.len());
+    Input::Rows(x).check(d, GATES * d.hidden_size);
+    check_shapes(d, h0, &w, y.len(), h_n.len());
     let (_, y_run, h_last) = naive_run(d, reverse, x, h0, &w);
     y.copy_from_slice(&y_run);
     h_n.copy_from_slice(&h_last);
@@ -403,7 +404,8 @@ pub fn gru_backward_naive<T: Float>(
     g: Grads<'_, T>,
     _scratch: &mut [T],
 ) {
-    check_shapes(d, x, h0, &w, y.len(), dh_n.len());
+    Input::Rows(x).check(d, GATES * d.hidden_size);
+    check_shapes(d, h0, &w, y.len(), dh_n.len());
     check_grads(d, &w, &g);
     let (b, n_in, h) = (d.batch, d.input_size, d.hidden_size);
     let (steps, ..) = naive_run(d, reverse, x, h0, &w);
@@ -599,9 +601,11 @@ mod tests {
         };
         let mut ws = vec![T::from_f64(f64::NAN); gru_workspace_len(d)];
         let mut scratch = vec![T::from_f64(f64::NAN); gru_scratch_len(d)];
-        let forward = if fused { gru_forward::<T> } else { gru_forward_naive::<T> };
-        let backward = if fused { gru_backward::<T> } else { gru_backward_naive::<T> };
-        forward(d, s.reverse, &x, &h0, w, &mut out.y, &mut out.h_n, &mut ws);
+        if fused {
+            gru_forward(d, s.reverse, Input::Rows(&x), &h0, w, &mut out.y, &mut out.h_n, &mut ws);
+        } else {
+            gru_forward_naive(d, s.reverse, &x, &h0, w, &mut out.y, &mut out.h_n, &mut ws);
+        }
         for _ in 0..passes {
             if reset {
                 out.fill_grads(T::from_f64(grad_init));
@@ -613,9 +617,15 @@ mod tests {
                 db_hh: out.db_hh.as_deref_mut(),
                 dw_hr: None,
             };
-            #[rustfmt::skip]
-            backward(d, s.reverse, &x, &h0, w, &out.y, &ws, &dy, &dh_n,
-                &mut out.dx, &mut out.dh0, g, &mut scratch);
+            if fused {
+                #[rustfmt::skip]
+                gru_backward(d, s.reverse, Input::Rows(&x), &h0, w, &out.y, &ws, &dy, &dh_n,
+                    &mut out.dx, &mut out.dh0, g, &mut scratch);
+            } else {
+                #[rustfmt::skip]
+                gru_backward_naive(d, s.reverse, &x, &h0, w, &out.y, &ws, &dy, &dh_n,
+                    &mut out.dx, &mut out.dh0, g, &mut scratch);
+            }
             out.per_pass.push(out.grads());
         }
         out

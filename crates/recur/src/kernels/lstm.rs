@@ -25,7 +25,7 @@ use super::shared::{
     add_column_sums, block, block_mut, check_layout, gather_len, hidden_weight_grad, input_grads, pointwise,
     prev_state, project_inputs, span_pair, stage_len, take_final,
 };
-use super::{time_index, Dims, Float, Grads, Weights};
+use super::{time_index, Dims, Float, Grads, Input, Weights};
 
 /// Gates per hidden unit.
 const GATES: usize = 4;
@@ -71,13 +71,12 @@ fn packed_weights_len(d: Dims, backward: bool) -> usize {
 /// Panics (an internal invariant: the ops layer validates user input) unless every buffer has the
 /// length its documented shape implies.
 #[allow(clippy::too_many_arguments)]
-fn check_shapes<T>(d: Dims, x: &[T], h0: &[T], c0: &[T], w: &Weights<'_, T>, y: usize, h_n: usize, c_n: usize) {
+fn check_shapes<T>(d: Dims, h0: &[T], c0: &[T], w: &Weights<'_, T>, y: usize, h_n: usize, c_n: usize) {
     let (n, b, i, h, p) = (d.rows(), d.batch, d.input_size, d.hidden_size, d.proj_size);
     check_layout(d);
     assert!(h > 0 && p > 0 && p <= h, "LSTM needs 0 < proj_size <= hidden_size, got {d:?}");
     assert_eq!(w.w_hr.is_some(), projects(d), "w_hr must be given exactly when proj_size < hidden_size");
     assert_eq!(w.b_ih.is_some(), w.b_hh.is_some(), "b_ih and b_hh come together");
-    assert_eq!(x.len(), n * i, "x must be (T, B, I)");
     assert_eq!(h0.len(), b * p, "h0 must be (B, P)");
     assert_eq!(c0.len(), b * h, "c0 must be (B, H)");
     assert_eq!(w.w_ih.len(), GATES * h * i, "w_ih must be (4H, I)");
@@ -121,7 +120,7 @@ fn check_grads<T>(d: Dims, w: &Weights<'_, T>, g: &Grads<'_, T>) {
 pub fn lstm_forward<T: Float>(
     d: Dims,
     reverse: bool,
-    x: &[T],
+    x: Input<'_, T>,
     h0: &[T],
     c0: &[T],
     w: Weights<'_, T>,
@@ -130,7 +129,8 @@ pub fn lstm_forward<T: Float>(
     c_n: &mut [T],
     ws: &mut [T],
 ) {
-    check_shapes(d, x, h0, c0, &w, y.len(), h_n.len(), c_n.len());
+    x.check(d, GATES * d.hidden_size);
+    check_shapes(d, h0, c0, &w, y.len(), h_n.len(), c_n.len());
     assert!(ws.len() >= lstm_workspace_len(d), "workspace shorter than lstm_workspace_len");
     let (h, p) = (d.hidden_size, d.proj_size);
     let gate_width = GATES * h;
@@ -190,7 +190,7 @@ pub fn lstm_forward<T: Float>(
 pub fn lstm_backward<T: Float>(
     d: Dims,
     reverse: bool,
-    x: &[T],
+    x: Input<'_, T>,
     h0: &[T],
     c0: &[T],
     w: Weights<'_, T>,
@@ -205,10 +205,11 @@ pub fn lstm_backward<T: Float>(
     g: Grads<'_, T>,
     scratch: &mut [T],
 ) {
-    check_shapes(d, x, h0, c0, &w, y.len(), dh_n.len(), dc_n.len());
+    let dx_len = x.check(d, GATES * d.hidden_size);
+    check_shapes(d, h0, c0, &w, y.len(), dh_n.len(), dc_n.len());
     check_grads(d, &w, &g);
     assert_eq!(dy.len(), y.len(), "dy must be (T, B, P)");
-    assert_eq!(dx.len(), x.len(), "dx must be (T, B, I)");
+    assert_eq!(dx.len(), dx_len, "dx must be (T, B, I), or (V, G·H) for a projected input");
     assert_eq!(dh0.len(), h0.len(), "dh0 must be (B, P)");
     assert_eq!(dc0.len(), c0.len(), "dc0 must be (B, H)");
     assert!(ws.len() >= lstm_workspace_len(d), "workspace shorter than lstm_workspace_len");
@@ -259,9 +260,8 @@ pub fn lstm_backward<T: Float>(
         w_hh.matmul(dh_carry, p, false, MatRef::new(dgates, n, gate_width));
     }
 
-    input_grads(d, gate_width, dgates_all, x, w.w_ih, dx, g.dw_ih);
+    input_grads(d, gate_width, dgates_all, x, w.w_ih, dx, g.dw_ih, g.db_ih);
     hidden_weight_grad(d, gate_width, reverse, dgates_all, y, h0, g.dw_hh, gather);
-    add_column_sums(dgates_all, gate_width, g.db_ih);
     add_column_sums(dgates_all, gate_width, g.db_hh);
     if let Some(dw_hr) = g.dw_hr {
         matmul(dw_hr, h, true, MatRef::new(dh_all, rows, p).t(), MatRef::new(h_raw_all, rows, h));
@@ -505,7 +505,8 @@ pub fn lstm_forward_naive<T: Float>(
     c_n: &mut [T],
     _ws: &mut [T],
 ) {
-    check_shapes(d, x, h0, c0, &w, y.len(), h_n.len(), c_n.len());
+    Input::Rows(x).check(d, GATES * d.hidden_size);
+    check_shapes(d, h0, c0, &w, y.len(), h_n.len(), c_n.len());
     let (_, y_run, h_last, c_last) = naive_run(d, reverse, x, h0, c0, &w);
     y.copy_from_slice(&y_run);
     h_n.copy_from_slice(&h_last);
@@ -534,7 +535,8 @@ pub fn lstm_backward_naive<T: Float>(
     g: Grads<'_, T>,
     _scratch: &mut [T],
 ) {
-    check_shapes(d, x, h0, c0, &w, y.len(), dh_n.len(), dc_n.len());
+    Input::Rows(x).check(d, GATES * d.hidden_size);
+    check_shapes(d, h0, c0, &w, y.len(), dh_n.len(), dc_n.len());
     check_grads(d, &w, &g);
     let (b, n_in, h, p) = (d.batch, d.input_size, d.hidden_size, d.proj_size);
     let (steps, ..) = naive_run(d, reverse, x, h0, c0, &w);
@@ -774,9 +776,11 @@ mod tests {
         };
         let mut ws = vec![T::from_f64(f64::NAN); lstm_workspace_len(d)];
         let mut scratch = vec![T::from_f64(f64::NAN); lstm_scratch_len(d)];
-        let forward = if fused { lstm_forward::<T> } else { lstm_forward_naive::<T> };
-        let backward = if fused { lstm_backward::<T> } else { lstm_backward_naive::<T> };
-        forward(d, s.reverse, &x, &h0, &c0, w, &mut out.y, &mut out.h_n, &mut out.c_n, &mut ws);
+        if fused {
+            lstm_forward(d, s.reverse, Input::Rows(&x), &h0, &c0, w, &mut out.y, &mut out.h_n, &mut out.c_n, &mut ws);
+        } else {
+            lstm_forward_naive(d, s.reverse, &x, &h0, &c0, w, &mut out.y, &mut out.h_n, &mut out.c_n, &mut ws);
+        }
         for _ in 0..passes {
             if reset {
                 out.fill_grads(T::from_f64(grad_init));
@@ -788,9 +792,15 @@ mod tests {
                 db_hh: out.db_hh.as_deref_mut(),
                 dw_hr: out.dw_hr.as_deref_mut(),
             };
-            #[rustfmt::skip]
-            backward(d, s.reverse, &x, &h0, &c0, w, &out.y, &ws, &dy, &dh_n, &dc_n,
-                &mut out.dx, &mut out.dh0, &mut out.dc0, g, &mut scratch);
+            if fused {
+                #[rustfmt::skip]
+                lstm_backward(d, s.reverse, Input::Rows(&x), &h0, &c0, w, &out.y, &ws, &dy, &dh_n, &dc_n,
+                    &mut out.dx, &mut out.dh0, &mut out.dc0, g, &mut scratch);
+            } else {
+                #[rustfmt::skip]
+                lstm_backward_naive(d, s.reverse, &x, &h0, &c0, w, &out.y, &ws, &dy, &dh_n, &dc_n,
+                    &mut out.dx, &mut out.dh0, &mut out.dc0, g, &mut scratch);
+            }
             out.per_pass.push(out.grads());
         }
         out

@@ -11,8 +11,9 @@
 //! Conventions shared by all kernels (shapes use `T` steps, `B` batch, `I` input size, `H` hidden
 //! size, `P` the size of the carried `h`: `P = H` except for an LSTM with a projection, `G` gates):
 //! - all buffers are row-major and contiguous;
-//! - `x` is `(T, B, I)`; `y` (the direction's output) is `(T, B, P)`; `y[t]` is the state after
-//!   step `t`, also when the direction runs in reverse (`reverse = true` processes `t = T-1 … 0`);
+//! - `x` is `(T, B, I)` (or, as [`Input::Projected`], rows of an already projected table); `y`
+//!   (the direction's output) is `(T, B, P)`; `y[t]` is the state after step `t`, also when the
+//!   direction runs in reverse (`reverse = true` processes `t = T-1 … 0`);
 //! - `h0`, `h_n` are `(B, P)`; `c0`, `c_n` are `(B, H)` (LSTM only);
 //! - with [`Dims::batch_sizes`] the sequences are *packed* (PyTorch's `PackedSequence` layout):
 //!   sorted by decreasing length, step `t` holds only the `batch_sizes[t]` sequences still running,
@@ -267,6 +268,28 @@ impl DoubleEndedIterator for Walk<'_> {
             self.next_back_in_time()
         }
     }
+}
+
+/// A layer's input, as the kernels read it.
+#[derive(Clone, Copy, Debug)]
+pub enum Input<'a, T> {
+    /// `x (T, B, I)` (`(N, I)` when packed). The forward projects every row with one product,
+    /// `x·w_ihᵀ + b_ih`; the backward adds the input's gradient `dx (T, B, I)` and those of `w_ih`
+    /// and `b_ih`.
+    Rows(&'a [T]),
+    /// The input projection done beforehand, once per distinct input: row `r`'s
+    /// `x·w_ihᵀ + b_ih` is row `ids[r]` of `table (V, G·H)` (`G·H` the width of the input side's
+    /// gates: `4H` LSTM, `3H` GRU, `H` RNN). An embedding table projected once is the use: `V`
+    /// products instead of `N`. The forward gathers rows instead of multiplying and ignores
+    /// `w_ih` and `b_ih`; the backward adds the table's gradient `dtable (V, G·H)` into `dx` (row
+    /// `v` gets the gate gradients of every row that read it) and leaves the gradients of `w_ih`
+    /// and `b_ih` untouched: the caller derives them, and the embedding's, from `dtable`.
+    Projected {
+        /// `(V, G·H)`.
+        table: &'a [T],
+        /// `(N)`, each below `V`.
+        ids: &'a [u32],
+    },
 }
 
 /// The parameters of one direction of one layer (PyTorch layout and gate order).

@@ -17,7 +17,7 @@ use super::shared::{
     add_column_sums, block, block_mut, check_layout, gather_len, hidden_weight_grad, input_grads, pointwise,
     prev_state, project_inputs, span_pair, stage_len, take_final,
 };
-use super::{time_index, Dims, Float, Grads, Weights};
+use super::{time_index, Dims, Float, Grads, Input, Weights};
 
 /// The nonlinearity of an [`rnn_forward`] cell (PyTorch's `nonlinearity`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,13 +54,12 @@ pub fn rnn_scratch_len(d: Dims) -> usize {
 
 /// Panics (an internal invariant: the ops layer validates user input) unless every buffer has the
 /// length its documented shape implies.
-fn check_shapes<T>(d: Dims, x: &[T], h0: &[T], w: &Weights<'_, T>, y: usize, h_n: usize) {
+fn check_shapes<T>(d: Dims, h0: &[T], w: &Weights<'_, T>, y: usize, h_n: usize) {
     let (n, b, i, h) = (d.rows(), d.batch, d.input_size, d.hidden_size);
     check_layout(d);
     assert!(h > 0 && d.proj_size == h, "RNN needs proj_size == hidden_size > 0, got {d:?}");
     assert!(w.w_hr.is_none(), "an RNN has no projection");
     assert_eq!(w.b_ih.is_some(), w.b_hh.is_some(), "b_ih and b_hh come together");
-    assert_eq!(x.len(), n * i, "x must be (T, B, I)");
     assert_eq!(h0.len(), b * h, "h0 must be (B, H)");
     assert_eq!(w.w_ih.len(), h * i, "w_ih must be (H, I)");
     assert_eq!(w.w_hh.len(), h * h, "w_hh must be (H, H)");
@@ -97,14 +96,15 @@ pub fn rnn_forward<T: Float>(
     d: Dims,
     reverse: bool,
     act: Activation,
-    x: &[T],
+    x: Input<'_, T>,
     h0: &[T],
     w: Weights<'_, T>,
     y: &mut [T],
     h_n: &mut [T],
     ws: &mut [T],
 ) {
-    check_shapes(d, x, h0, &w, y.len(), h_n.len());
+    x.check(d, d.hidden_size);
+    check_shapes(d, h0, &w, y.len(), h_n.len());
     assert!(ws.len() >= rnn_workspace_len(d), "workspace shorter than rnn_workspace_len");
     let h = d.hidden_size;
     let (stage_h, w_hh_buf) = ws.split_at_mut(stage_len(d, h));
@@ -150,7 +150,7 @@ pub fn rnn_backward<T: Float>(
     d: Dims,
     reverse: bool,
     act: Activation,
-    x: &[T],
+    x: Input<'_, T>,
     h0: &[T],
     w: Weights<'_, T>,
     y: &[T],
@@ -162,10 +162,11 @@ pub fn rnn_backward<T: Float>(
     g: Grads<'_, T>,
     scratch: &mut [T],
 ) {
-    check_shapes(d, x, h0, &w, y.len(), dh_n.len());
+    let dx_len = x.check(d, d.hidden_size);
+    check_shapes(d, h0, &w, y.len(), dh_n.len());
     check_grads(d, &w, &g);
     assert_eq!(dy.len(), y.len(), "dy must be (T, B, H)");
-    assert_eq!(dx.len(), x.len(), "dx must be (T, B, I)");
+    assert_eq!(dx.len(), dx_len, "dx must be (T, B, I), or (V, G·H) for a projected input");
     assert_eq!(dh0.len(), h0.len(), "dh0 must be (B, H)");
     assert!(ws.len() >= rnn_workspace_len(d), "workspace shorter than rnn_workspace_len");
     assert!(scratch.len() >= rnn_scratch_len(d), "scratch shorter than rnn_scratch_len");
@@ -193,9 +194,8 @@ pub fn rnn_backward<T: Float>(
         w_hh.matmul(dh_carry, h, false, MatRef::new(dgates, n, h));
     }
 
-    input_grads(d, h, dgates_all, x, w.w_ih, dx, g.dw_ih);
+    input_grads(d, h, dgates_all, x, w.w_ih, dx, g.dw_ih, g.db_ih);
     hidden_weight_grad(d, h, reverse, dgates_all, y, h0, g.dw_hh, gather);
-    add_column_sums(dgates_all, h, g.db_ih);
     add_column_sums(dgates_all, h, g.db_hh);
 }
 
@@ -287,7 +287,8 @@ pub fn rnn_forward_naive<T: Float>(
     h_n: &mut [T],
     _ws: &mut [T],
 ) {
-    check_shapes(d, x, h0, &w, y.len(), h_n.len());
+    Input::Rows(x).check(d, d.hidden_size);
+    check_shapes(d, h0, &w, y.len(), h_n.len());
     let (_, y_run, h_last) = naive_run(d, reverse, act, x, h0, &w);
     y.copy_from_slice(&y_run);
     h_n.copy_from_slice(&h_last);
@@ -313,7 +314,8 @@ pub fn rnn_backward_naive<T: Float>(
     g: Grads<'_, T>,
     _scratch: &mut [T],
 ) {
-    check_shapes(d, x, h0, &w, y.len(), dh_n.len());
+    Input::Rows(x).check(d, d.hidden_size);
+    check_shapes(d, h0, &w, y.len(), dh_n.len());
     check_grads(d, &w, &g);
     let (b, n_in, h) = (d.batch, d.input_size, d.hidden_size);
     let (steps, ..) = naive_run(d, reverse, act, x, h0, &w);
@@ -518,9 +520,11 @@ mod tests {
         };
         let mut ws = vec![T::from_f64(f64::NAN); rnn_workspace_len(d)];
         let mut scratch = vec![T::from_f64(f64::NAN); rnn_scratch_len(d)];
-        let forward = if fused { rnn_forward::<T> } else { rnn_forward_naive::<T> };
-        let backward = if fused { rnn_backward::<T> } else { rnn_backward_naive::<T> };
-        forward(d, s.reverse, s.act, &x, &h0, w, &mut out.y, &mut out.h_n, &mut ws);
+        if fused {
+            rnn_forward(d, s.reverse, s.act, Input::Rows(&x), &h0, w, &mut out.y, &mut out.h_n, &mut ws);
+        } else {
+            rnn_forward_naive(d, s.reverse, s.act, &x, &h0, w, &mut out.y, &mut out.h_n, &mut ws);
+        }
         for _ in 0..passes {
             if reset {
                 out.fill_grads(T::from_f64(grad_init));
@@ -532,9 +536,15 @@ mod tests {
                 db_hh: out.db_hh.as_deref_mut(),
                 dw_hr: None,
             };
-            #[rustfmt::skip]
-            backward(d, s.reverse, s.act, &x, &h0, w, &out.y, &ws, &dy, &dh_n,
-                &mut out.dx, &mut out.dh0, g, &mut scratch);
+            if fused {
+                #[rustfmt::skip]
+                rnn_backward(d, s.reverse, s.act, Input::Rows(&x), &h0, w, &out.y, &ws, &dy, &dh_n,
+                    &mut out.dx, &mut out.dh0, g, &mut scratch);
+            } else {
+                #[rustfmt::skip]
+                rnn_backward_naive(d, s.reverse, s.act, &x, &h0, w, &out.y, &ws, &dy, &dh_n,
+                    &mut out.dx, &mut out.dh0, g, &mut scratch);
+            }
             out.per_pass.push(out.grads());
         }
         out

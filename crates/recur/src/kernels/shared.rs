@@ -3,7 +3,7 @@
 //! passes.
 
 use super::gemm::{matmul, MatRef};
-use super::{Dims, Float, Span};
+use super::{Dims, Float, Input, Span};
 
 /// The rows of span `read` (shared) and of span `write` (mutable) of `buf`, `width` columns.
 ///
@@ -78,17 +78,48 @@ pub(super) fn block_mut<T>(buf: &mut [T], len: usize, index: usize) -> &mut [T] 
     &mut buf[index * len..(index + 1) * len]
 }
 
-/// `gates (N, G·H) = x (N, I) · w_ihᵀ + b_ih`: the input projection of every step at once.
+impl<T> Input<'_, T> {
+    /// Panics (an internal invariant) unless the input fits `d` and a layer whose input side has
+    /// `gate_width` gates; returns the length of its gradient buffer `dx`: `N·I` for rows, `V·G·H`
+    /// for a projected table.
+    pub(super) fn check(&self, d: Dims, gate_width: usize) -> usize {
+        match *self {
+            Input::Rows(x) => {
+                assert_eq!(x.len(), d.rows() * d.input_size, "x must be (T, B, I)");
+                x.len()
+            }
+            Input::Projected { table, ids } => {
+                assert_eq!(ids.len(), d.rows(), "a projected input needs one id per row");
+                assert!(gate_width > 0 && table.len() % gate_width == 0, "the projected table must be (V, G·H)");
+                let vocab = table.len() / gate_width;
+                assert!(ids.iter().all(|&id| (id as usize) < vocab), "every id must be below the table's V rows");
+                table.len()
+            }
+        }
+    }
+}
+
+/// `gates (N, G·H) = x (N, I) · w_ihᵀ + b_ih`: the input projection of every step at once (for a
+/// projected input, each row's table row).
 pub(super) fn project_inputs<T: Float>(
     d: Dims,
     gate_width: usize,
-    x: &[T],
+    x: Input<'_, T>,
     w_ih: &[T],
     b_ih: Option<&[T]>,
     gates: &mut [T],
 ) {
     let rows = d.rows();
     let gates = &mut gates[..rows * gate_width];
+    let x = match x {
+        Input::Rows(x) => x,
+        Input::Projected { table, ids } => {
+            for (row, &id) in gates.chunks_exact_mut(gate_width).zip(ids) {
+                row.copy_from_slice(&table[id as usize * gate_width..(id as usize + 1) * gate_width]);
+            }
+            return;
+        }
+    };
     if let Some(bias) = b_ih {
         for row in gates.chunks_exact_mut(gate_width) {
             row.copy_from_slice(bias);
@@ -104,20 +135,37 @@ pub(super) fn project_inputs<T: Float>(
 }
 
 /// After the time loop, the input side of the backward over all `N` rows at once:
-/// `dx (N, I) += dgates · w_ih` and `dw_ih (G·H, I) += dgatesᵀ · x`.
+/// `dx (N, I) += dgates · w_ih`, `dw_ih (G·H, I) += dgatesᵀ · x` and `db_ih += Σ_rows dgates`;
+/// for a projected input, `dtable (V, G·H) += ` each row's `dgates` at its id, in `dx`.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn input_grads<T: Float>(
     d: Dims,
     gate_width: usize,
     dgates: &[T],
-    x: &[T],
+    x: Input<'_, T>,
     w_ih: &[T],
     dx: &mut [T],
     dw_ih: &mut [T],
+    db_ih: Option<&mut [T]>,
 ) {
     let rows = d.rows();
-    let dgates = MatRef::new(&dgates[..rows * gate_width], rows, gate_width);
-    matmul(dx, d.input_size, true, dgates, MatRef::new(w_ih, gate_width, d.input_size));
-    matmul(dw_ih, d.input_size, true, dgates.t(), MatRef::new(x, rows, d.input_size));
+    let dgates = &dgates[..rows * gate_width];
+    match x {
+        Input::Rows(x) => {
+            let dgates_mat = MatRef::new(dgates, rows, gate_width);
+            matmul(dx, d.input_size, true, dgates_mat, MatRef::new(w_ih, gate_width, d.input_size));
+            matmul(dw_ih, d.input_size, true, dgates_mat.t(), MatRef::new(x, rows, d.input_size));
+            add_column_sums(dgates, gate_width, db_ih);
+        }
+        Input::Projected { ids, .. } => {
+            for (row, &id) in dgates.chunks_exact(gate_width).zip(ids) {
+                let dst = &mut dx[id as usize * gate_width..(id as usize + 1) * gate_width];
+                for (d, &g) in dst.iter_mut().zip(row) {
+                    *d += g;
+                }
+            }
+        }
+    }
 }
 
 /// Length of the `gather` buffer [`hidden_weight_grad`] needs: `N·P` when the batch shrinks

@@ -104,10 +104,14 @@ impl CharLm {
 
     fn run(&self, tokens: &Tensor, state: Option<&State>, grad: bool) -> Result<(Tensor, State)> {
         let (batch, steps) = self.check_tokens(tokens)?;
-        let embedded = self.embedding.forward(tokens)?;
-        let embedded = if grad { embedded } else { embedded.detach() };
-        let (output, state) =
-            if grad { self.rnn.forward(&embedded, state)? } else { self.rnn.forward_no_grad(&embedded, state)? };
+        // Embedding and first layer in one: the table is projected once per step instead of
+        // every token's row (see `Recurrent::forward_embedded`).
+        let table = self.embedding.embeddings();
+        let (output, state) = if grad {
+            self.rnn.forward_embedded(table, tokens, state)?
+        } else {
+            self.rnn.forward_embedded_no_grad(table, tokens, state)?
+        };
         let flat = output.reshape((batch * steps, self.config.hidden_size))?;
         let logits = self.linear.forward(&flat)?.reshape((batch, steps, self.config.vocab_size))?;
         Ok((if grad { logits } else { logits.detach() }, state))

@@ -167,7 +167,8 @@ impl CellCore {
         }
         let dims =
             Dims { seq_len: 1, batch, input_size: self.input_size, hidden_size: h, proj_size: h, batch_sizes: None };
-        let spec = LayerSpec { kind: self.kind, sizes: dims, batch_sizes: None, directions: 1, bias: self.bias };
+        let spec =
+            LayerSpec { kind: self.kind, sizes: dims, batch_sizes: None, directions: 1, bias: self.bias, lookup: None };
         let flat_state = Tensor::cat(&states, 0)?;
         let flat_params = flat(&self.params, grad)?;
         let out = FusedLayer::apply(spec, &x.unsqueeze(0)?, &flat_state, &flat_params)?;

@@ -18,6 +18,14 @@ use crate::nn::State;
 use crate::ops::fused::{CellKind, FusedLayer, LayerSpec};
 use crate::{Error, Result};
 
+/// What the first layer of a stack reads.
+pub(crate) enum StackInput {
+    /// `x (N, I)`.
+    Rows(Tensor),
+    /// The rows `ids` (`N`, each below `V`) of `table (V, I)`.
+    Lookup { table: Tensor, ids: Arc<[u32]> },
+}
+
 /// Everything that describes a layer stack, whatever its cell type.
 #[derive(Clone, Debug)]
 pub(crate) struct CoreConfig {
@@ -268,16 +276,127 @@ impl Core {
             ));
         }
         let rows = x.contiguous()?.reshape((seq_len * batch, features))?;
-        let (y, mut h_n, mut c_n) = self.run(rows, seq_len, batch, None, &h0, c0.as_ref(), grad)?;
+        let out = self.run(StackInput::Rows(rows), seq_len, batch, None, &h0, c0.as_ref(), grad)?;
+        self.shape_output(out, seq_len, batch, unbatched)
+    }
+
+    /// `y (T·B, D·P)`, `h_n`, `c_n` in the caller's layout: `(T, B, ·)`, `(B, T, ·)` with
+    /// `batch_first`, or `(T, ·)` and states without their batch dimension when unbatched.
+    fn shape_output(
+        &self,
+        (y, mut h_n, mut c_n): (Tensor, Tensor, Option<Tensor>),
+        seq_len: usize,
+        batch: usize,
+        unbatched: bool,
+    ) -> Result<(Tensor, State)> {
         let mut output = y.reshape((seq_len, batch, self.output_size()))?;
         if unbatched {
             output = output.squeeze(1)?;
             h_n = h_n.squeeze(1)?;
             c_n = c_n.map(|c| c.squeeze(1)).transpose()?;
-        } else if cfg.batch_first {
+        } else if self.cfg.batch_first {
             output = output.transpose(0, 1)?.contiguous()?;
         }
         Ok((output, State { h: h_n, c: c_n }))
+    }
+
+    /// The stack over the rows of an embedding table `table (V, I)` picked by `tokens`: the same
+    /// result as [`Core::forward`] over `table[tokens]` (shape `tokens.dims() + (I,)`), for token
+    /// ids `(T, B)`, `(B, T)` with `batch_first`, or `(T)` unbatched. When the table has at most
+    /// as many rows as there are tokens, the first layer projects the table once (`V` products)
+    /// instead of every token's row (`T·B`), and its backward adds each token's gate gradients
+    /// into the table's rows instead of two products over all tokens; otherwise this is
+    /// `forward` over the looked-up rows.
+    pub(crate) fn forward_lookup(
+        &self,
+        table: &Tensor,
+        tokens: &Tensor,
+        state: Option<&State>,
+        grad: bool,
+    ) -> Result<(Tensor, State)> {
+        let cfg = &self.cfg;
+        let name = cfg.name;
+        let (vocab, features) = match table.dims() {
+            &[v, i] => (v, i),
+            dims => {
+                return Err(Error::shape(
+                    name,
+                    format!("an embedding table must be 2-D (num_embeddings, input_size), got shape {dims:?}"),
+                    "pass the embedding's weight, e.g. `embedding.embeddings()`",
+                ))
+            }
+        };
+        self.check_tensor(table, "embedding table")?;
+        self.check_features(features)?;
+        let rank = tokens.rank();
+        if tokens.dtype() != DType::U32 || (rank != 1 && rank != 2) {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "expected token ids of dtype U32 and 1 or 2 dimensions, got {:?} of shape {:?}",
+                    tokens.dtype(),
+                    tokens.dims()
+                ),
+                "pass (T, B) ids, (B, T) with batch_first, or (T) for one unbatched sequence, as U32",
+            ));
+        }
+        if !tokens.device().same_device(&self.device) {
+            return Err(Error::Device {
+                layer: name,
+                message: format!("token ids are on {:?} but the parameters are on {:?}", tokens.device(), self.device),
+                fix: "move the ids with `.to_device(&Device::Cpu)`".into(),
+            });
+        }
+        let unbatched = rank == 1;
+        // Time-major ids, (T, B).
+        let ids_tb = if unbatched {
+            tokens.unsqueeze(1)?
+        } else if cfg.batch_first {
+            tokens.t()?
+        } else {
+            tokens.clone()
+        };
+        let (seq_len, batch) = ids_tb.dims2()?;
+        let ids: Vec<u32> = ids_tb.flatten_all()?.to_vec1()?;
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::shape(
+                name,
+                format!("token id {bad} is outside the embedding table of {vocab} rows"),
+                "encode the input with the vocabulary the table was built for",
+            ));
+        }
+        if vocab > ids.len() {
+            // Projecting the table would cost more than projecting the tokens' rows.
+            let rows = table.index_select(&Tensor::from_vec(ids, seq_len * batch, &self.device)?, 0)?;
+            let x = rows.reshape((seq_len, batch, features))?;
+            let x = if unbatched {
+                x.squeeze(1)?
+            } else if cfg.batch_first {
+                x.transpose(0, 1)?
+            } else {
+                x
+            };
+            return self.forward(&x, state, grad);
+        }
+        if let Some(state) = state {
+            self.check_state_ranks(state, unbatched)?;
+            self.check_tensor(&state.h, "h0")?;
+            if let Some(c) = &state.c {
+                self.check_tensor(c, "c0")?;
+            }
+        }
+        let (h0, c0) = self.initial_state(state, unbatched, batch, grad)?;
+        if seq_len == 0 {
+            return Err(Error::shape(
+                name,
+                "Expected sequence length to be larger than 0 in RNN",
+                "drop empty sequences before calling the layer",
+            ));
+        }
+        let table = if grad { table.contiguous()? } else { table.detach().contiguous()? };
+        let input = StackInput::Lookup { table, ids: ids.into() };
+        let out = self.run(input, seq_len, batch, None, &h0, c0.as_ref(), grad)?;
+        self.shape_output(out, seq_len, batch, unbatched)
     }
 
     /// Runs the stack over a packed batch; the state comes and goes in the caller's order.
@@ -304,8 +423,15 @@ impl Core {
         let order = Tensor::new(order, &self.device)?;
         let (h0, c0) = (h0.index_select(&order, 1)?, c0.map(|c| c.index_select(&order, 1)).transpose()?);
         let sizes: Arc<[usize]> = packed.batch_sizes().into();
-        let (y, h_n, c_n) =
-            self.run(data.contiguous()?, packed.max_len(), batch, Some(sizes), &h0, c0.as_ref(), grad)?;
+        let (y, h_n, c_n) = self.run(
+            StackInput::Rows(data.contiguous()?),
+            packed.max_len(),
+            batch,
+            Some(sizes),
+            &h0,
+            c0.as_ref(),
+            grad,
+        )?;
         let state = match packed.unsorted_indices() {
             Some(unsorted) => {
                 let unorder = Tensor::new(unsorted.iter().map(|&j| j as u32).collect::<Vec<_>>(), &self.device)?;
@@ -349,7 +475,8 @@ impl Core {
         let order = layout.order_index(&self.device)?;
         let (h0, c0) = (h0.index_select(&order, 1)?, c0.map(|c| c.index_select(&order, 1)).transpose()?);
         let sizes: Arc<[usize]> = layout.batch_sizes.as_slice().into();
-        let (y, h_n, c_n) = self.run(data, layout.batch_sizes.len(), batch, Some(sizes), &h0, c0.as_ref(), grad)?;
+        let (y, h_n, c_n) =
+            self.run(StackInput::Rows(data), layout.batch_sizes.len(), batch, Some(sizes), &h0, c0.as_ref(), grad)?;
         let output = layout.pad(&y, padding.value)?;
         let unorder = layout.unorder_index(&self.device)?;
         let state =
@@ -422,14 +549,15 @@ impl Core {
         })
     }
 
-    /// The stack over input rows `x (N, I)`: `T·B` rows time-major, or packed with `batch_sizes`;
+    /// The stack over input rows `x (N, I)` (or a table's rows, [`StackInput::Lookup`]): `T·B`
+    /// rows time-major, or packed with `batch_sizes`;
     /// `h0`, `c0` `(L·D, B, ·)` in the rows' batch order. Returns `y (N, D·P)`, `h_n`, `c_n`.
     /// Without `grad` the parameters are detached (the caller detached the inputs), so nothing
     /// joins the graph.
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
-        x: Tensor,
+        input: StackInput,
         seq_len: usize,
         batch: usize,
         batch_sizes: Option<Arc<[usize]>>,
@@ -442,9 +570,17 @@ impl Core {
         let dirs = cfg.directions();
         let (p, h) = (cfg.output_hidden(), cfg.hidden_size);
         checked(name, &[seq_len, batch, cfg.kind.gates(), h.max(p) + 2, dirs])?;
-        let rows = x.dim(0)?;
+        let (mut layer_input, mut lookup, rows) = match input {
+            StackInput::Rows(x) => {
+                let rows = x.dim(0)?;
+                (x, None, rows)
+            }
+            StackInput::Lookup { table, ids } => {
+                let rows = ids.len();
+                (table, Some(ids), rows)
+            }
+        };
         let dropout = self.is_training() && cfg.dropout > 0.0;
-        let mut layer_input = x;
         let mut h_n = Vec::with_capacity(cfg.num_layers);
         let mut c_n = Vec::with_capacity(cfg.num_layers);
         for (layer, params) in self.layers.iter().enumerate() {
@@ -456,8 +592,14 @@ impl Core {
                 proj_size: p,
                 batch_sizes: None,
             };
-            let spec =
-                LayerSpec { kind: cfg.kind, sizes, batch_sizes: batch_sizes.clone(), directions: dirs, bias: cfg.bias };
+            let spec = LayerSpec {
+                kind: cfg.kind,
+                sizes,
+                batch_sizes: batch_sizes.clone(),
+                directions: dirs,
+                bias: cfg.bias,
+                lookup: lookup.take(),
+            };
             let mut state_parts = vec![h0.narrow(0, layer * dirs, dirs)?.flatten_all()?];
             if let Some(c0) = c0 {
                 state_parts.push(c0.narrow(0, layer * dirs, dirs)?.flatten_all()?);

@@ -21,6 +21,16 @@ pub trait Recurrent: fmt::Display + Send + Sync {
     fn forward(&self, input: &Tensor, state: Option<&State>) -> Result<(Tensor, State)>;
     /// The same without autograd (PyTorch's `torch.no_grad()`): no graph, no saved workspaces.
     fn forward_no_grad(&self, input: &Tensor, state: Option<&State>) -> Result<(Tensor, State)>;
+    /// Runs the layer over the rows of an embedding table picked by token ids; see the layer's
+    /// own `forward_embedded`.
+    fn forward_embedded(&self, table: &Tensor, tokens: &Tensor, state: Option<&State>) -> Result<(Tensor, State)>;
+    /// `forward_embedded` without autograd.
+    fn forward_embedded_no_grad(
+        &self,
+        table: &Tensor,
+        tokens: &Tensor,
+        state: Option<&State>,
+    ) -> Result<(Tensor, State)>;
     /// Runs the layer over a packed batch; see the layer's own `forward_packed`.
     fn forward_packed(&self, input: &PackedSequence, state: Option<&State>) -> Result<(PackedSequence, State)>;
     /// Runs the layer over a padded batch of sequences of given lengths; see the layer's own
@@ -97,6 +107,44 @@ macro_rules! recurrent_layer {
             /// for a backward, so inference runs lighter.
             pub fn forward_no_grad(&self, input: &Tensor, state: Option<&State>) -> Result<(Tensor, State)> {
                 self.core.forward(input, state, false)
+            }
+
+            /// Embedding and layer in one: the same result, output and gradients, as
+            /// [`forward`](Self::forward) over `table[tokens]`, the rows of the embedding table
+            /// `table (V, I)` that the token ids pick (`embedding.forward(tokens)` in candle,
+            /// `embedding(tokens)` in PyTorch), but cheaper for the small vocabularies of
+            /// character and word models.
+            ///
+            /// `tokens` are U32 ids below `V`: `(T, B)`, `(B, T)` with `batch_first`, or `(T)`
+            /// unbatched; the output and state are shaped as `forward`'s. When `V` is at most the
+            /// number of tokens, the first layer projects the table once per direction (`V` rows
+            /// through `W_ih` instead of `T·B`) and gathers each token's projected row, and its
+            /// backward adds each token's gate gradients into its row of the table's gradient
+            /// instead of two products over all tokens; the gradients of the table, `W_ih` and
+            /// `b_ih` follow from that one `(V, G·H)` gradient. The sums run in another order than
+            /// `forward`'s, so results agree to rounding, not bitwise. With a larger table the
+            /// rows are looked up and `forward` runs on them.
+            ///
+            /// Errors: a table that is not `(V, input_size)` or has another dtype or device than
+            /// the layer, ids that are not U32 of 1 or 2 dimensions, and any id `≥ V`.
+            pub fn forward_embedded(
+                &self,
+                table: &Tensor,
+                tokens: &Tensor,
+                state: Option<&State>,
+            ) -> Result<(Tensor, State)> {
+                self.core.forward_lookup(table, tokens, state, true)
+            }
+
+            /// [`forward_embedded`](Self::forward_embedded) without autograd (no graph, no saved
+            /// workspaces).
+            pub fn forward_embedded_no_grad(
+                &self,
+                table: &Tensor,
+                tokens: &Tensor,
+                state: Option<&State>,
+            ) -> Result<(Tensor, State)> {
+                self.core.forward_lookup(table, tokens, state, false)
             }
 
             /// Runs the layer over a packed batch of variable-length sequences (PyTorch's
@@ -213,6 +261,22 @@ macro_rules! recurrent_layer {
             }
             fn forward_no_grad(&self, input: &Tensor, state: Option<&State>) -> Result<(Tensor, State)> {
                 $name::forward_no_grad(self, input, state)
+            }
+            fn forward_embedded(
+                &self,
+                table: &Tensor,
+                tokens: &Tensor,
+                state: Option<&State>,
+            ) -> Result<(Tensor, State)> {
+                $name::forward_embedded(self, table, tokens, state)
+            }
+            fn forward_embedded_no_grad(
+                &self,
+                table: &Tensor,
+                tokens: &Tensor,
+                state: Option<&State>,
+            ) -> Result<(Tensor, State)> {
+                $name::forward_embedded_no_grad(self, table, tokens, state)
             }
             fn forward_packed(
                 &self,

@@ -1,7 +1,9 @@
 //! One recurrent layer (all its directions) as a candle custom op with a hand-derived backward.
 //!
 //! The op takes three tensors and returns one, so that it fits candle's `CustomOp3`:
-//! - `x`: the layer input, `(T, B, I)` (or `(N, I)` for packed sequences), contiguous;
+//! - `x`: the layer input, `(T, B, I)` (or `(N, I)` for packed sequences), contiguous; or, when
+//!   the spec carries `lookup` ids, an embedding table `(V, I)` whose row `ids[r]` is row `r`'s
+//!   input (the table is projected once per direction, `V` products instead of `N`);
 //! - `state`: the flat initial state, `[h0 (D, B, P) | c0 (D, B, H)]` (`c0` for LSTM only);
 //! - `params`: the flat parameters, per direction in PyTorch's registration order
 //!   `[w_ih, w_hh, (b_ih, b_hh), (w_hr)]`;
@@ -21,8 +23,9 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, StorageR
 
 use super::pool::{Buffer, Pooled};
 use super::split::{self, Chunk};
+use crate::kernels::gemm::MatRef;
 use crate::kernels::rnn::Activation;
-use crate::kernels::{gemm, gru, lstm, rnn, Dims, Float, Grads, Weights};
+use crate::kernels::{gemm, gru, lstm, rnn, Dims, Float, Grads, Input, Weights};
 
 /// The cell a layer is made of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +64,9 @@ pub(crate) struct LayerSpec {
     pub(crate) batch_sizes: Option<Arc<[usize]>>,
     pub(crate) directions: usize,
     pub(crate) bias: bool,
+    /// When set, `x` is a table `(V, I)` and row `r`'s input is its row `lookup[r]` (each below
+    /// `V`; the caller checks), `N` ids in the layer's row order.
+    pub(crate) lookup: Option<Arc<[u32]>>,
 }
 
 /// Offsets of one direction's parameters inside its block of the flat parameter vector.
@@ -165,6 +171,62 @@ impl LayerSpec {
         }
     }
 
+    /// Width of the input side's gates, `G·H`.
+    fn gate_width(&self) -> usize {
+        self.kind.gates() * self.sizes.hidden_size
+    }
+
+    /// The kernels' view of the input: the rows of `x`, or with `lookup` the rows `ids` of the
+    /// projected table `table`.
+    fn input<'a, T>(&self, x: &'a [T], table: Option<&'a [T]>, ids: &'a [u32]) -> Input<'a, T> {
+        match table {
+            Some(table) => Input::Projected { table, ids },
+            None => Input::Rows(x),
+        }
+    }
+
+    /// With `lookup`, each direction's projected table `x (V, I) · w_ihᵀ + b_ih`, `(V, G·H)`;
+    /// without, nothing.
+    fn project_tables<T: Element>(&self, x: &[T], params: &[T]) -> Vec<Buffer<T>> {
+        if self.lookup.is_none() {
+            return Vec::new();
+        }
+        let (i, gw) = (self.sizes.input_size, self.gate_width());
+        let vocab = x.len() / i.max(1);
+        (0..self.directions)
+            .map(|dir| {
+                let w = self.weights(params, dir);
+                let mut table = Buffer::any(vocab * gw);
+                match w.b_ih {
+                    Some(bias) => table.chunks_exact_mut(gw).for_each(|row| row.copy_from_slice(bias)),
+                    None => table.fill(T::ZERO),
+                }
+                gemm::matmul(&mut table, gw, true, MatRef::new(x, vocab, i), MatRef::new(w.w_ih, gw, i).t());
+                table
+            })
+            .collect()
+    }
+
+    /// With `lookup`, turns direction `dir`'s table gradient `dtable (V, G·H)` into the gradients
+    /// it stands for: `dx (V, I) += dtable · w_ih`, and into that direction's parameter gradient
+    /// block `dp`, `dw_ih += dtableᵀ · x` and `db_ih += Σ_v dtable[v]`.
+    fn table_grads<T: Element>(&self, x: &[T], params: &[T], dir: usize, dtable: &[T], dx: &mut [T], dp: &mut [T]) {
+        let (i, gw) = (self.sizes.input_size, self.gate_width());
+        let vocab = x.len() / i.max(1);
+        let w = self.weights(params, dir);
+        let g = split_grads(dp, self.offsets());
+        let dtable_m = MatRef::new(dtable, vocab, gw);
+        gemm::matmul(dx, i, true, dtable_m, MatRef::new(w.w_ih, gw, i));
+        gemm::matmul(g.dw_ih, i, true, dtable_m.t(), MatRef::new(x, vocab, i));
+        if let Some(db_ih) = g.db_ih {
+            for row in dtable.chunks_exact(gw) {
+                for (d, &v) in db_ih.iter_mut().zip(row) {
+                    *d += v;
+                }
+            }
+        }
+    }
+
     /// Whether the layer is big enough for its work to be shared between threads.
     fn worth_threads(&self) -> bool {
         gemm::num_threads() > 1 && self.rows() * self.sizes.hidden_size * self.kind.gates() >= 1 << 14
@@ -266,6 +328,8 @@ impl FusedLayer {
         let spec = &self.spec;
         let d = spec.dims();
         let (dirs, p) = (spec.directions, d.proj_size);
+        let tables = spec.project_tables(x, params);
+        let ids = spec.lookup.as_deref().unwrap_or_default();
         let mut out = vec![T::ZERO; spec.out_len()];
         let mut workspaces: Vec<Buffer<T>> = (0..dirs).map(|_| Buffer::any(spec.workspace_len(d))).collect();
         let (y_all, rest) = out.split_at_mut(spec.y_len());
@@ -293,6 +357,7 @@ impl FusedLayer {
                 let h0 = &state[dir * spec.h_len()..(dir + 1) * spec.h_len()];
                 let c_at = dirs * spec.h_len() + dir * spec.c_len();
                 let c0 = &state[c_at..c_at + spec.c_len()];
+                let x = spec.input(x, tables.get(dir).map(|t| &**t), ids);
                 run_forward(spec.kind, d, dir == 1, x, h0, c0, spec.weights(params, dir), y, h_n, c_n, ws);
             };
             if spec.concurrent() {
@@ -334,7 +399,16 @@ impl FusedLayer {
         let d = spec.dims();
         let (dirs, p) = (spec.directions, d.proj_size);
         let rows = d.rows();
-        let x_len = rows * d.input_size;
+        let lookup = spec.lookup.is_some();
+        // Per direction with a lookup (each direction's table gradient is its own); otherwise
+        // one per thread.
+        let (dx_bufs, dx_len) = if lookup {
+            (dirs, x.len() / d.input_size.max(1) * spec.gate_width())
+        } else {
+            (if spec.concurrent() { dirs } else { 1 }, rows * d.input_size)
+        };
+        let tables = spec.project_tables(x, params);
+        let ids = spec.lookup.as_deref().unwrap_or_default();
         let mut dstate = vec![T::ZERO; spec.state_len()];
         let mut dparams = vec![T::ZERO; spec.params_len()];
         let deinterleave = |src: &[T], dir: usize| -> Buffer<T> {
@@ -353,7 +427,7 @@ impl FusedLayer {
             ((0..dirs).map(|k| deinterleave(y_all, k)).collect(), (0..dirs).map(|k| deinterleave(dy_all, k)).collect())
         };
         let concurrent = spec.concurrent();
-        let mut dxs: Vec<Vec<T>> = (0..if concurrent { dirs } else { 1 }).map(|_| vec![T::ZERO; x_len]).collect();
+        let mut dxs: Vec<Vec<T>> = (0..dx_bufs).map(|_| vec![T::ZERO; dx_len]).collect();
         let o = spec.offsets();
         {
             let (dh0_all, dc0_all) = dstate.split_at_mut(dirs * spec.h_len());
@@ -382,6 +456,7 @@ impl FusedLayer {
                 let mut scratch = Buffer::any(spec.scratch_len(d));
                 let ws = &workspaces[dir];
                 let out = StateGrads { dx, dh0, dc0 };
+                let x = spec.input(x, tables.get(dir).map(|t| &**t), ids);
                 run_backward(spec.kind, d, dir == 1, x, h0, c0, w, y, ws, dy, dh_n, dc_n, out, g, &mut scratch);
             };
             if concurrent {
@@ -393,9 +468,17 @@ impl FusedLayer {
                 }
             } else {
                 for job in jobs {
-                    run(job, &mut dxs[0]);
+                    let k = if lookup { job.0 } else { 0 };
+                    run(job, &mut dxs[k]);
                 }
             }
+        }
+        if lookup {
+            let mut dx = vec![T::ZERO; x.len()];
+            for (dir, (dtable, dp)) in dxs.iter().zip(dparams.chunks_mut(o.len.max(1))).enumerate() {
+                spec.table_grads(x, params, dir, dtable, &mut dx, dp);
+            }
+            return (dx, dstate, dparams);
         }
         let mut dx = dxs.swap_remove(0);
         for other in &dxs {
@@ -414,17 +497,17 @@ impl FusedLayer {
         use rayon::prelude::*;
         let spec = &self.spec;
         let d = spec.dims();
-        let (dirs, i, p) = (spec.directions, d.input_size, d.proj_size);
+        let (dirs, p) = (spec.directions, d.proj_size);
         let plan = split::plan(d, chunks);
         let jobs: Vec<(usize, &Chunk)> = (0..dirs).flat_map(|dir| plan.iter().map(move |c| (dir, c))).collect();
+        let tables = spec.project_tables(x, params);
         let results: Vec<[Buffer<T>; 4]> = jobs
             .par_iter()
             .map(|&(dir, chunk)| {
                 gemm::serial(|| {
                     let dc = chunk.dims(d);
-                    let mut x_c = Buffer::any(chunk.rows.len() * i);
-                    split::gather(&mut x_c, x, i, 0, i, &chunk.rows);
-                    let x = &*x_c;
+                    let (x_c, ids) = spec.chunk_input(x, chunk);
+                    let x = spec.input(&x_c, tables.get(dir).map(|t| &**t), &ids);
                     let (h0, c0) = spec.chunk_state(state, dir, chunk);
                     let mut y = Buffer::any(chunk.rows.len() * p);
                     let mut h_n = Buffer::any(h0.len());
@@ -473,6 +556,8 @@ impl FusedLayer {
         let (y_all, dy_all) = (&out[..spec.y_len()], &grad[..spec.y_len()]);
         // The gradient of the final state has the layout of the initial state.
         let dstate_n = &grad[spec.y_len()..];
+        let tables = spec.project_tables(x, params);
+        let lookup = spec.lookup.is_some();
         let results: Vec<[Buffer<T>; 4]> = jobs
             .par_iter()
             .zip(workspaces)
@@ -485,14 +570,16 @@ impl FusedLayer {
                         split::gather(&mut part, src, stride, col, width, rows);
                         part
                     };
-                    let x = gather(x, i, 0, i);
+                    let (x_c, ids) = spec.chunk_input(x, chunk);
                     let y = gather(y_all, dirs * p, dir * p, p);
                     let dy = gather(dy_all, dirs * p, dir * p, p);
                     let (h0, c0) = spec.chunk_state(state, dir, chunk);
                     let (dh_n, dc_n) = spec.chunk_state(dstate_n, dir, chunk);
                     // The kernels add into the input and parameter gradients, and write the
                     // initial state's.
-                    let mut dx = Buffer::zeroed(x.len());
+                    let dx_len = if lookup { x.len() / i.max(1) * spec.gate_width() } else { x_c.len() };
+                    let mut dx = Buffer::zeroed(dx_len);
+                    let x = spec.input(&x_c, tables.get(dir).map(|t| &**t), &ids);
                     let mut dh0 = Buffer::any(h0.len());
                     let mut dc0 = Buffer::any(c0.len());
                     let mut dp = Buffer::zeroed(o.len);
@@ -504,7 +591,7 @@ impl FusedLayer {
                         spec.kind,
                         dc,
                         dir == 1,
-                        &x,
+                        x,
                         h0,
                         c0,
                         w,
@@ -521,29 +608,31 @@ impl FusedLayer {
                 })
             })
             .collect();
-        let mut dx = vec![T::ZERO; d.rows() * i];
+        let mut dx = vec![T::ZERO; if lookup { x.len() } else { d.rows() * i }];
         let mut dstate = vec![T::ZERO; spec.state_len()];
         let mut dparams = vec![T::ZERO; spec.params_len()];
         let mut dps = Vec::with_capacity(jobs.len());
+        let mut dtables = Vec::with_capacity(jobs.len());
         for (&(dir, chunk), [dx_c, dh0, dc0, dp]) in jobs.iter().zip(results) {
-            split::scatter_add(&mut dx, i, 0, i, &chunk.rows, &dx_c);
+            if lookup {
+                dtables.push((dir, dx_c));
+            } else {
+                split::scatter_add(&mut dx, i, 0, i, &chunk.rows, &dx_c);
+            }
             let (h_at, c_at) = spec.chunk_state_offsets(dir, chunk);
             dstate[h_at..h_at + dh0.len()].copy_from_slice(&dh0);
             dstate[c_at..c_at + dc0.len()].copy_from_slice(&dc0);
             dps.push((dir, dp));
         }
-        // Each direction's parameter gradient is the sum of its chunks', added in chunk order
-        // element by element (so the result does not depend on how the elements are shared out),
-        // on the layer's threads.
+        // Each direction's parameter gradient (and table gradient) is the sum of its chunks',
+        // added in chunk order.
         for (dir, total) in dparams.chunks_mut(o.len.max(1)).enumerate() {
-            let parts: Vec<&[T]> = dps.iter().filter(|(d, _)| *d == dir).map(|(_, dp)| &**dp).collect();
-            total.par_chunks_mut(SUM_CHUNK).enumerate().for_each(|(c, total)| {
-                for part in &parts {
-                    for (t, p) in total.iter_mut().zip(&part[c * SUM_CHUNK..]) {
-                        *t += *p;
-                    }
-                }
-            });
+            sum_parts(total, &dps, dir);
+            if lookup {
+                let mut dtable = Buffer::zeroed(x.len() / i.max(1) * spec.gate_width());
+                sum_parts(&mut dtable, &dtables, dir);
+                spec.table_grads(x, params, dir, &dtable, &mut dx, total);
+            }
         }
         (dx, dstate, dparams)
     }
@@ -551,6 +640,20 @@ impl FusedLayer {
 
 /// Elements per task when [`FusedLayer::backward_split`] sums the chunks' parameter gradients.
 const SUM_CHUNK: usize = 1 << 14;
+
+/// `total += ` the parts of direction `dir`, added in their order element by element (so the result
+/// does not depend on how the elements are shared out), on the layer's threads.
+fn sum_parts<T: Element>(total: &mut [T], parts: &[(usize, Buffer<T>)], dir: usize) {
+    use rayon::prelude::*;
+    let parts: Vec<&[T]> = parts.iter().filter(|(d, _)| *d == dir).map(|(_, part)| &**part).collect();
+    total.par_chunks_mut(SUM_CHUNK).enumerate().for_each(|(c, total)| {
+        for part in &parts {
+            for (t, p) in total.iter_mut().zip(&part[c * SUM_CHUNK..]) {
+                *t += *p;
+            }
+        }
+    });
+}
 
 impl LayerSpec {
     /// Where a chunk's rows of direction `dir` start in a flat state `[h (D, B, P) | c (D, B, H)]`:
@@ -562,6 +665,19 @@ impl LayerSpec {
             dir * self.h_len() + chunk.first * p,
             self.directions * self.h_len() + dir * self.c_len() + chunk.first * c_rows,
         )
+    }
+
+    /// A chunk's input: its rows of `x` gathered, or with `lookup` its ids (and no rows).
+    fn chunk_input<T: Element>(&self, x: &[T], chunk: &Chunk) -> (Buffer<T>, Vec<u32>) {
+        let i = self.sizes.input_size;
+        match &self.lookup {
+            Some(ids) => (Buffer::any(0), chunk.rows.iter().map(|&r| ids[r]).collect()),
+            None => {
+                let mut x_c = Buffer::any(chunk.rows.len() * i);
+                split::gather(&mut x_c, x, i, 0, i, &chunk.rows);
+                (x_c, Vec::new())
+            }
+        }
     }
 
     /// A chunk's rows of direction `dir` of a flat state: `(h (B_c, P), c (B_c, H))`, `c` empty
@@ -588,7 +704,7 @@ fn run_forward<T: Float>(
     kind: CellKind,
     d: Dims<'_>,
     reverse: bool,
-    x: &[T],
+    x: Input<'_, T>,
     h0: &[T],
     c0: &[T],
     w: Weights<'_, T>,
@@ -610,7 +726,7 @@ fn run_backward<T: Float>(
     kind: CellKind,
     d: Dims<'_>,
     reverse: bool,
-    x: &[T],
+    x: Input<'_, T>,
     h0: &[T],
     c0: &[T],
     w: Weights<'_, T>,
@@ -683,7 +799,10 @@ fn contiguous<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> c
 
 impl FusedLayer {
     fn check_lengths(&self, x: usize, state: usize, params: usize) -> candle_core::Result<()> {
-        let want = (self.spec.rows() * self.spec.sizes.input_size, self.spec.state_len(), self.spec.params_len());
+        let i = self.spec.sizes.input_size;
+        // With a lookup, `x` is a table of any number of rows of `I` values.
+        let x_want = if self.spec.lookup.is_some() && i > 0 && x % i == 0 { x } else { self.spec.rows() * i };
+        let want = (x_want, self.spec.state_len(), self.spec.params_len());
         if (x, state, params) != want {
             candle_core::bail!(
                 "internal error: fused recurrent op sizes (x, state, params) = {:?}, expected {:?}",
