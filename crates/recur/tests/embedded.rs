@@ -138,8 +138,8 @@ fn matches_forward_over_the_looked_up_rows() {
     // With the batch split between threads (each chunk its own ids, table gradients summed):
     // sizes that make every cell's layer worth splitting into two chunks per direction.
     for mode in Mode::ALL {
-        for bidirectional in [false, true] {
-            let spec = Spec { num_layers: 2, bidirectional, ..Spec::new(mode, 6, 48) };
+        for (bidirectional, batch_first) in [(false, false), (true, false), (false, true), (true, true)] {
+            let spec = Spec { num_layers: 2, bidirectional, batch_first, ..Spec::new(mode, 6, 48) };
             let p = Problem::new(spec, 24, 16, 11, 99);
             recur::set_num_threads(4);
             let split = p.run(true);

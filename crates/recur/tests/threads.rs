@@ -2,7 +2,8 @@
 //! their own threads (forward and backward) and sums their parameter gradients. This checks that
 //! it computes what the single-threaded layer does: outputs, final states and the gradients of
 //! the input, the initial state and every parameter, in f64, for every cell, one and two
-//! directions, full and packed batches.
+//! directions, full batches (time-major and `batch_first`, whose last layer writes its rows
+//! batch-major) and packed batches.
 //!
 //! One test function: the thread count is process-wide, and this file is its own process.
 
@@ -21,12 +22,13 @@ const B: usize = 20;
 const T: usize = 30;
 
 /// Outputs, final state and every gradient of one run, in a fixed order.
-fn run(mode: Mode, bidirectional: bool, lengths: Option<&[usize]>) -> Vec<(String, Tensor)> {
-    let spec = Spec { num_layers: 2, bidirectional, ..Spec::new(mode, I, H) };
+fn run(mode: Mode, bidirectional: bool, batch_first: bool, lengths: Option<&[usize]>) -> Vec<(String, Tensor)> {
+    let spec = Spec { num_layers: 2, bidirectional, batch_first, ..Spec::new(mode, I, H) };
+    let (a, b) = if batch_first { (B, T) } else { (T, B) };
     let varmap = VarMap::new();
     let layer = spec.build(seeded_var_builder(&varmap, 7, DType::F64, &Device::Cpu).pp("rnn")).unwrap();
     let lead = spec.num_layers * spec.dirs();
-    let x = filled_var(&[T, B, I], 1, DType::F64);
+    let x = filled_var(&[a, b, I], 1, DType::F64);
     let h0 = filled_var(&[lead, B, spec.h_out()], 2, DType::F64);
     let c0: Option<Var> = mode.is_lstm().then(|| filled_var(&[lead, B, H], 3, DType::F64));
     let state = State { h: h0.as_tensor().clone(), c: c0.as_ref().map(|c| c.as_tensor().clone()) };
@@ -34,7 +36,7 @@ fn run(mode: Mode, bidirectional: bool, lengths: Option<&[usize]>) -> Vec<(Strin
         None => layer.forward(x.as_tensor(), Some(&state)).unwrap(),
         Some(lengths) => layer.forward_padded(x.as_tensor(), &Padding::right(lengths), Some(&state)).unwrap(),
     };
-    let g_out = filled(&[T, B, spec.dirs() * spec.h_out()], 4, DType::F64);
+    let g_out = filled(&[a, b, spec.dirs() * spec.h_out()], 4, DType::F64);
     let g_h = filled(&[lead, B, spec.h_out()], 5, DType::F64);
     let g_c = mode.is_lstm().then(|| filled(&[lead, B, H], 6, DType::F64));
     let grads = weighted_loss(&out, &state, &g_out, &g_h, g_c.as_ref()).backward().unwrap();
@@ -62,14 +64,17 @@ fn split_batches_compute_what_one_thread_does() {
     assert_eq!(*lengths.iter().max().unwrap(), T);
     for mode in [Mode::RnnTanh, Mode::RnnRelu, Mode::Lstm, Mode::LstmProj, Mode::Gru] {
         for bidirectional in [false, true] {
-            for packed in [None, Some(lengths.as_slice())] {
+            for (packed, batch_first) in [(None, false), (None, true), (Some(lengths.as_slice()), false)] {
                 recur::set_num_threads(1);
-                let alone = run(mode, bidirectional, packed);
+                let alone = run(mode, bidirectional, batch_first, packed);
                 // 4 threads: two chunks per direction even when bidirectional.
                 recur::set_num_threads(4);
-                let split = run(mode, bidirectional, packed);
+                let split = run(mode, bidirectional, batch_first, packed);
                 recur::set_num_threads(0);
-                let what = format!("{mode:?} bidirectional={bidirectional} packed={}", packed.is_some());
+                let what = format!(
+                    "{mode:?} bidirectional={bidirectional} batch_first={batch_first} packed={}",
+                    packed.is_some()
+                );
                 for ((name, a), (_, b)) in split.iter().zip(&alone) {
                     // Sums over the batch (parameter gradients) are added in another order.
                     assert_close(&format!("{what}: {name}"), a, b, 1e-12, 1e-12);

@@ -167,15 +167,22 @@ impl CellCore {
         }
         let dims =
             Dims { seq_len: 1, batch, input_size: self.input_size, hidden_size: h, proj_size: h, batch_sizes: None };
-        let spec =
-            LayerSpec { kind: self.kind, sizes: dims, batch_sizes: None, directions: 1, bias: self.bias, lookup: None };
+        let spec = LayerSpec {
+            kind: self.kind,
+            sizes: dims,
+            batch_sizes: None,
+            directions: 1,
+            bias: self.bias,
+            lookup: None,
+            batch_major: false,
+        };
         let flat_state = Tensor::cat(&states, 0)?;
         let flat_params = flat(&self.params, grad)?;
+        // Rows `[y (B) | h' (B) | c' (B)]`, each of `H` values.
         let out = FusedLayer::apply(spec, &x.unsqueeze(0)?, &flat_state, &flat_params)?;
         let shape: Vec<usize> = if batched { vec![batch, h] } else { vec![h] };
-        let h_next = out.narrow(0, batch * h, batch * h)?.reshape(shape.as_slice())?;
-        let c_next =
-            if has_c { Some(out.narrow(0, 2 * batch * h, batch * h)?.reshape(shape.as_slice())?) } else { None };
+        let h_next = out.narrow(0, batch, batch)?.reshape(shape.as_slice())?;
+        let c_next = if has_c { Some(out.narrow(0, 2 * batch, batch)?.reshape(shape.as_slice())?) } else { None };
         Ok(State { h: h_next, c: c_next })
     }
 

@@ -276,11 +276,25 @@ impl Core {
             ));
         }
         let rows = x.contiguous()?.reshape((seq_len * batch, features))?;
-        let out = self.run(StackInput::Rows(rows), seq_len, batch, None, &h0, c0.as_ref(), grad)?;
+        let out = self.run(
+            StackInput::Rows(rows),
+            seq_len,
+            batch,
+            None,
+            &h0,
+            c0.as_ref(),
+            grad,
+            self.batch_major(unbatched),
+        )?;
         self.shape_output(out, seq_len, batch, unbatched)
     }
 
-    /// `y (T·B, D·P)`, `h_n`, `c_n` in the caller's layout: `(T, B, ·)`, `(B, T, ·)` with
+    /// Whether the last layer writes its rows batch-major: for a batched `batch_first` call.
+    fn batch_major(&self, unbatched: bool) -> bool {
+        self.cfg.batch_first && !unbatched
+    }
+
+    /// `y (T·B, D·P)` (batch-major when [`Core::batch_major`]), `h_n`, `c_n` in the caller's layout: `(T, B, ·)`, `(B, T, ·)` with
     /// `batch_first`, or `(T, ·)` and states without their batch dimension when unbatched.
     fn shape_output(
         &self,
@@ -289,14 +303,16 @@ impl Core {
         batch: usize,
         unbatched: bool,
     ) -> Result<(Tensor, State)> {
-        let mut output = y.reshape((seq_len, batch, self.output_size()))?;
-        if unbatched {
-            output = output.squeeze(1)?;
+        // With `batch_first` the rows came batch-major (see `batch_major`).
+        let output = if unbatched {
             h_n = h_n.squeeze(1)?;
             c_n = c_n.map(|c| c.squeeze(1)).transpose()?;
-        } else if self.cfg.batch_first {
-            output = output.transpose(0, 1)?.contiguous()?;
-        }
+            y
+        } else if self.batch_major(unbatched) {
+            y.reshape((batch, seq_len, self.output_size()))?
+        } else {
+            y.reshape((seq_len, batch, self.output_size()))?
+        };
         Ok((output, State { h: h_n, c: c_n }))
     }
 
@@ -395,7 +411,7 @@ impl Core {
         }
         let table = if grad { table.contiguous()? } else { table.detach().contiguous()? };
         let input = StackInput::Lookup { table, ids: ids.into() };
-        let out = self.run(input, seq_len, batch, None, &h0, c0.as_ref(), grad)?;
+        let out = self.run(input, seq_len, batch, None, &h0, c0.as_ref(), grad, self.batch_major(unbatched))?;
         self.shape_output(out, seq_len, batch, unbatched)
     }
 
@@ -431,6 +447,7 @@ impl Core {
             &h0,
             c0.as_ref(),
             grad,
+            false,
         )?;
         let state = match packed.unsorted_indices() {
             Some(unsorted) => {
@@ -475,8 +492,16 @@ impl Core {
         let order = layout.order_index(&self.device)?;
         let (h0, c0) = (h0.index_select(&order, 1)?, c0.map(|c| c.index_select(&order, 1)).transpose()?);
         let sizes: Arc<[usize]> = layout.batch_sizes.as_slice().into();
-        let (y, h_n, c_n) =
-            self.run(StackInput::Rows(data), layout.batch_sizes.len(), batch, Some(sizes), &h0, c0.as_ref(), grad)?;
+        let (y, h_n, c_n) = self.run(
+            StackInput::Rows(data),
+            layout.batch_sizes.len(),
+            batch,
+            Some(sizes),
+            &h0,
+            c0.as_ref(),
+            grad,
+            false,
+        )?;
         let output = layout.pad(&y, padding.value)?;
         let unorder = layout.unorder_index(&self.device)?;
         let state =
@@ -550,7 +575,8 @@ impl Core {
     }
 
     /// The stack over input rows `x (N, I)` (or a table's rows, [`StackInput::Lookup`]): `T·B`
-    /// rows time-major, or packed with `batch_sizes`;
+    /// rows time-major, or packed with `batch_sizes`; with `batch_major` (full batches only) the
+    /// returned `y`'s rows run `(B, T)`;
     /// `h0`, `c0` `(L·D, B, ·)` in the rows' batch order. Returns `y (N, D·P)`, `h_n`, `c_n`.
     /// Without `grad` the parameters are detached (the caller detached the inputs), so nothing
     /// joins the graph.
@@ -564,6 +590,7 @@ impl Core {
         h0: &Tensor,
         c0: Option<&Tensor>,
         grad: bool,
+        batch_major: bool,
     ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
         let cfg = &self.cfg;
         let name = cfg.name;
@@ -599,6 +626,8 @@ impl Core {
                 directions: dirs,
                 bias: cfg.bias,
                 lookup: lookup.take(),
+                // The last layer's rows in the caller's order; the layers between stay time-major.
+                batch_major: batch_major && batch_sizes.is_none() && layer + 1 == cfg.num_layers,
             };
             let mut state_parts = vec![h0.narrow(0, layer * dirs, dirs)?.flatten_all()?];
             if let Some(c0) = c0 {
@@ -607,11 +636,12 @@ impl Core {
             let flat_state = Tensor::cat(&state_parts, 0)?;
             let flat_params = flat(params, grad)?;
             let out = FusedLayer::apply(spec, &layer_input, &flat_state, &flat_params)?;
-            let y_len = rows * dirs * p;
-            let y = out.narrow(0, 0, y_len)?.reshape((rows, dirs * p))?;
-            h_n.push(out.narrow(0, y_len, dirs * batch * p)?.reshape((dirs, batch, p))?);
+            // `y` is the output's first rows, as they are; the final state follows, flat.
+            let y = out.narrow(0, 0, rows)?;
+            let state = out.narrow(0, rows, out.dim(0)? - rows)?.flatten_all()?;
+            h_n.push(state.narrow(0, 0, dirs * batch * p)?.reshape((dirs, batch, p))?);
             if cfg.kind.has_cell_state() {
-                c_n.push(out.narrow(0, y_len + dirs * batch * p, dirs * batch * h)?.reshape((dirs, batch, h))?);
+                c_n.push(state.narrow(0, dirs * batch * p, dirs * batch * h)?.reshape((dirs, batch, h))?);
             }
             layer_input = if dropout && layer + 1 < cfg.num_layers { self.dropout(&y)? } else { y };
         }

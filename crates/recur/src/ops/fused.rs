@@ -8,9 +8,12 @@
 //! - `params`: the flat parameters, per direction in PyTorch's registration order
 //!   `[w_ih, w_hh, (b_ih, b_hh), (w_hr)]`;
 //!
-//! It returns the flat `[y (T, B, D·P) | h_n (D, B, P) | c_n (D, B, H)]` (`y (N, D·P)` when
-//! packed; `h_n` and `c_n` are then taken at each sequence's own last step), which the caller narrows
-//! into its parts (candle's narrow is differentiable, so gradients of any part arrive here).
+//! It returns `[y (T·B, D·P) | h_n (D, B, P) | c_n (D, B, H) | padding]` as one 2-D tensor of rows of
+//! `D·P` values: `y`'s rows (`N` when packed; `h_n` and `c_n` are then taken at each sequence's own
+//! last step), then the final state, flat, padded with zeros to whole rows. The caller narrows it
+//! into its parts (candle's narrow is differentiable, so gradients of any part arrive here); `y`
+//! is the first `N` rows, a view that needs no reshape. With `batch_major` (full batches only)
+//! `y`'s rows come batch-major, `(B, T)`, the layout of a `batch_first` output.
 //!
 //! The forward keeps what the backward needs (the kernels' workspaces) inside the op, which lives in
 //! the autograd graph as long as the output does; the backward reads it without changing it, so
@@ -67,6 +70,9 @@ pub(crate) struct LayerSpec {
     /// When set, `x` is a table `(V, I)` and row `r`'s input is its row `lookup[r]` (each below
     /// `V`; the caller checks), `N` ids in the layer's row order.
     pub(crate) lookup: Option<Arc<[u32]>>,
+    /// Whether `y`'s rows in the output run batch-major, `(B, T)`, instead of time-major; for
+    /// full batches only (`batch_sizes` is `None`).
+    pub(crate) batch_major: bool,
 }
 
 /// Offsets of one direction's parameters inside its block of the flat parameter vector.
@@ -137,9 +143,35 @@ impl LayerSpec {
         self.rows() * self.directions * self.sizes.proj_size
     }
 
-    /// Length of the flat output vector.
+    /// Width of the output's rows, `D·P`.
+    pub(crate) fn out_width(&self) -> usize {
+        self.directions * self.sizes.proj_size
+    }
+
+    /// Rows of the output: `y`'s, then the state's (padded to whole rows).
+    pub(crate) fn out_rows(&self) -> usize {
+        self.rows() + self.state_len().div_ceil(self.out_width().max(1))
+    }
+
+    /// Length of the output, `out_rows · D·P`.
     pub(crate) fn out_len(&self) -> usize {
-        self.y_len() + self.state_len()
+        self.out_rows() * self.out_width()
+    }
+
+    /// The output row of the layer's (time-major) row `r`.
+    #[inline]
+    fn out_row(&self, r: usize) -> usize {
+        if self.batch_major {
+            let (t, b) = (r / self.sizes.batch, r % self.sizes.batch);
+            b * self.sizes.seq_len + t
+        } else {
+            r
+        }
+    }
+
+    /// The output rows of the layer's rows `rows`.
+    fn out_rows_of(&self, rows: &[usize]) -> Vec<usize> {
+        rows.iter().map(|&r| self.out_row(r)).collect()
     }
 
     fn workspace_len(&self, d: Dims<'_>) -> usize {
@@ -334,15 +366,17 @@ impl FusedLayer {
         let mut workspaces: Vec<Buffer<T>> = (0..dirs).map(|_| Buffer::any(spec.workspace_len(d))).collect();
         let (y_all, rest) = out.split_at_mut(spec.y_len());
         let (h_n_all, c_n_all) = rest.split_at_mut(dirs * spec.h_len());
-        // With one direction the kernel writes straight into the output; with two, each direction
-        // writes its own contiguous (T, B, P) block and the blocks are interleaved afterwards.
+        // With one direction and time-major rows the kernel writes straight into the output;
+        // otherwise each direction writes its own contiguous (T, B, P) block and the blocks are
+        // interleaved (and reordered) afterwards.
+        let direct = dirs == 1 && !spec.batch_major;
         let mut y_dirs: Vec<Buffer<T>> =
-            if dirs == 1 { Vec::new() } else { (0..dirs).map(|_| Buffer::any(spec.y_len() / dirs)).collect() };
+            if direct { Vec::new() } else { (0..dirs).map(|_| Buffer::any(spec.y_len() / dirs)).collect() };
         {
             let mut h_chunks = h_n_all.chunks_mut(spec.h_len().max(1));
             let mut c_chunks = c_n_all.chunks_mut(spec.c_len().max(1));
             let mut y_slots: Vec<&mut [T]> =
-                if dirs == 1 { vec![&mut *y_all] } else { y_dirs.iter_mut().map(|v| &mut **v).collect() };
+                if direct { vec![&mut *y_all] } else { y_dirs.iter_mut().map(|v| &mut **v).collect() };
             let mut jobs: Vec<DirectionOut<'_, T>> = Vec::with_capacity(dirs);
             for (dir, ws) in workspaces.iter_mut().enumerate() {
                 jobs.push(DirectionOut {
@@ -370,11 +404,12 @@ impl FusedLayer {
                 jobs.into_iter().for_each(run);
             }
         }
-        if dirs == 2 {
-            let rows = d.rows();
-            for r in 0..rows {
+        if !direct {
+            let width = dirs * p;
+            for r in 0..d.rows() {
+                let at = spec.out_row(r) * width;
                 for (dir, y) in y_dirs.iter().enumerate() {
-                    y_all[r * 2 * p + dir * p..r * 2 * p + (dir + 1) * p].copy_from_slice(&y[r * p..(r + 1) * p]);
+                    y_all[at + dir * p..at + (dir + 1) * p].copy_from_slice(&y[r * p..(r + 1) * p]);
                 }
             }
         }
@@ -414,14 +449,16 @@ impl FusedLayer {
         let deinterleave = |src: &[T], dir: usize| -> Buffer<T> {
             let mut dst = Buffer::any(rows * p);
             for r in 0..rows {
-                dst[r * p..(r + 1) * p].copy_from_slice(&src[r * dirs * p + dir * p..r * dirs * p + (dir + 1) * p]);
+                let at = spec.out_row(r) * dirs * p + dir * p;
+                dst[r * p..(r + 1) * p].copy_from_slice(&src[at..at + p]);
             }
             dst
         };
         let (y_all, dy_all) = (&out[..spec.y_len()], &grad[..spec.y_len()]);
         let dh_n_all = &grad[spec.y_len()..spec.y_len() + dirs * spec.h_len()];
         let dc_n_all = &grad[spec.y_len() + dirs * spec.h_len()..];
-        let (ys, dys): (Vec<Buffer<T>>, Vec<Buffer<T>>) = if dirs == 1 {
+        let direct = dirs == 1 && !spec.batch_major;
+        let (ys, dys): (Vec<Buffer<T>>, Vec<Buffer<T>>) = if direct {
             (Vec::new(), Vec::new())
         } else {
             ((0..dirs).map(|k| deinterleave(y_all, k)).collect(), (0..dirs).map(|k| deinterleave(dy_all, k)).collect())
@@ -450,7 +487,7 @@ impl FusedLayer {
                 let c0 = &state[c_at..c_at + spec.c_len()];
                 let dh_n = &dh_n_all[dir * spec.h_len()..(dir + 1) * spec.h_len()];
                 let dc_n = &dc_n_all[dir * spec.c_len()..(dir + 1) * spec.c_len()];
-                let (y, dy) = if dirs == 1 { (y_all, dy_all) } else { (&*ys[dir], &*dys[dir]) };
+                let (y, dy) = if direct { (y_all, dy_all) } else { (&*ys[dir], &*dys[dir]) };
                 let w = spec.weights(params, dir);
                 let g = split_grads(dp, o);
                 let mut scratch = Buffer::any(spec.scratch_len(d));
@@ -523,7 +560,11 @@ impl FusedLayer {
         let (y_all, states) = out.split_at_mut(spec.y_len());
         let mut workspaces = Vec::with_capacity(jobs.len());
         for (&(dir, chunk), [y, h_n, c_n, ws]) in jobs.iter().zip(results) {
-            split::scatter(y_all, dirs * p, dir * p, p, &chunk.rows, &y);
+            if spec.batch_major {
+                split::scatter(y_all, dirs * p, dir * p, p, &spec.out_rows_of(&chunk.rows), &y);
+            } else {
+                split::scatter(y_all, dirs * p, dir * p, p, &chunk.rows, &y);
+            }
             let (h_at, c_at) = spec.chunk_state_offsets(dir, chunk);
             states[h_at..h_at + h_n.len()].copy_from_slice(&h_n);
             states[c_at..c_at + c_n.len()].copy_from_slice(&c_n);
@@ -565,14 +606,16 @@ impl FusedLayer {
                 gemm::serial(|| {
                     let dc = chunk.dims(d);
                     let rows = &chunk.rows;
-                    let gather = |src: &[T], stride: usize, col: usize, width: usize| {
-                        let mut part = Buffer::any(rows.len() * width);
-                        split::gather(&mut part, src, stride, col, width, rows);
+                    let (x_c, ids) = spec.chunk_input(x, chunk);
+                    let out_rows = if spec.batch_major { spec.out_rows_of(rows) } else { Vec::new() };
+                    let gather = |src: &[T]| {
+                        let mut part = Buffer::any(rows.len() * p);
+                        let rows = if spec.batch_major { &out_rows } else { rows };
+                        split::gather(&mut part, src, dirs * p, dir * p, p, rows);
                         part
                     };
-                    let (x_c, ids) = spec.chunk_input(x, chunk);
-                    let y = gather(y_all, dirs * p, dir * p, p);
-                    let dy = gather(dy_all, dirs * p, dir * p, p);
+                    let y = gather(y_all);
+                    let dy = gather(dy_all);
                     let (h0, c0) = spec.chunk_state(state, dir, chunk);
                     let (dh_n, dc_n) = spec.chunk_state(dstate_n, dir, chunk);
                     // The kernels add into the input and parameter gradients, and write the
@@ -830,8 +873,8 @@ impl FusedLayer {
             let mut saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("poisoned op state".into()))?;
             *saved = Some((chunks, T::wrap(workspaces)));
         }
-        let n = out.len();
-        Ok((T::storage(out), Shape::from(n)))
+        let shape = Shape::from((self.spec.out_rows(), self.spec.out_width()));
+        Ok((T::storage(out), shape))
     }
 
     fn bwd_typed<T: Element>(
