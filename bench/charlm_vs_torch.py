@@ -5,6 +5,7 @@ wall time of both.
 
     /work/venv/bin/python bench/charlm_vs_torch.py                       # alice29, 400 steps
     /work/venv/bin/python bench/charlm_vs_torch.py --steps 200 --threads 1
+    /work/venv/bin/python bench/charlm_vs_torch.py --rounds 3            # alternating, medians
 
 Both sides (float32, CPU, --threads threads):
   - the text's characters sorted by code point are the vocabulary; the last 5% validates;
@@ -19,12 +20,17 @@ Both sides (float32, CPU, --threads threads):
 Recur runs as `target/release/recur train --text FILE ...`; its validation loss is read from
 metrics.jsonl. Wall time: the whole `recur train` process against PyTorch's loop plus its final
 validation (both include one validation pass).
+
+With `--rounds N` the two runs alternate N times (Recur, PyTorch, Recur, ...) and the medians are
+reported, with every round: a shared machine's speed drifts by tens of percent within minutes, on
+both sides and not together, so one pair of runs can read either way.
 """
 
 import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -133,6 +139,7 @@ def main():
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--rounds", type=int, default=1, help="alternating runs of each side; medians reported")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     # Bytes as they are (no newline translation): Recur reads the file as it is, CRLF included.
@@ -142,9 +149,19 @@ def main():
     ids = [index[c] for c in text]
     print(f"# {args.text.name}: {len(text)} characters, vocabulary {len(vocab)}; {args.steps} steps of {B}x{T}, "
           f"{args.threads} threads; torch {torch.__version__}")
-    r_loss, r_wall = recur_run(args.text, args.steps, args.threads, args.seed)
-    t_loss, t_wall = torch_run(ids, len(vocab), args.steps, args.seed)
+    r_walls, t_walls = [], []
+    for k in range(max(1, args.rounds)):
+        r_loss, r_wall = recur_run(args.text, args.steps, args.threads, args.seed)
+        t_loss, t_wall = torch_run(ids, len(vocab), args.steps, args.seed)
+        r_walls.append(r_wall)
+        t_walls.append(t_wall)
+        if args.rounds > 1:
+            print(f"round {k + 1}: recur {r_wall:.1f} s, pytorch {t_wall:.1f} s, ratio {r_wall / t_wall:.2f}", flush=True)
+    r_wall, t_wall = statistics.median(r_walls), statistics.median(t_walls)
     r_bpc, t_bpc = r_loss / math.log(2), t_loss / math.log(2)
+    if args.rounds > 1:
+        ratios = sorted(r / t for r, t in zip(r_walls, t_walls))
+        print(f"per-round ratios {', '.join(f'{x:.2f}' for x in ratios)}; wall times below are medians")
     print(f"{'':8} {'val bpc':>8} {'wall s':>8}")
     print(f"{'recur':8} {r_bpc:8.4f} {r_wall:8.1f}")
     print(f"{'pytorch':8} {t_bpc:8.4f} {t_wall:8.1f}")

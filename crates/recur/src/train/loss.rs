@@ -133,10 +133,137 @@ pub fn log_softmax(logits: &Tensor, name: &'static str) -> Result<Tensor> {
             "pass the class scores along the last dimension",
         ));
     }
-    let max = logits.max_keepdim(D::Minus1)?.detach();
-    let shifted = logits.broadcast_sub(&max)?;
-    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    Ok(shifted.broadcast_sub(&lse)?)
+    if !logits.device().is_cpu() {
+        let max = logits.max_keepdim(D::Minus1)?.detach();
+        let shifted = logits.broadcast_sub(&max)?;
+        let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+        return Ok(shifted.broadcast_sub(&lse)?);
+    }
+    // On the CPU one op: one pass per row forward and one backward, instead of six graph nodes
+    // (each of which costs candle a zero-filled gradient and an addition in the backward).
+    Ok(logits.contiguous()?.apply_op1(LogSoftmax)?)
+}
+
+/// `log_softmax` over the last dimension as one op: per row `x − m − log Σ exp(x − m)`, `m` the
+/// row's maximum (the same arithmetic as the composed version); backward
+/// `dx = g − exp(y) · Σ g` per row.
+struct LogSoftmax;
+
+/// Rows per rayon task.
+const SOFTMAX_ROWS: usize = 64;
+
+/// What [`LogSoftmax`] computes with: f32 and f64.
+trait Real:
+    Copy
+    + Send
+    + Sync
+    + PartialOrd
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+{
+    const ZERO: Self;
+    const NEG_INFINITY: Self;
+    fn exp(self) -> Self;
+    fn ln(self) -> Self;
+}
+
+macro_rules! real {
+    ($t:ty) => {
+        impl Real for $t {
+            const ZERO: Self = 0.0;
+            const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
+            fn exp(self) -> Self {
+                <$t>::exp(self)
+            }
+            fn ln(self) -> Self {
+                <$t>::ln(self)
+            }
+        }
+    };
+}
+real!(f32);
+real!(f64);
+
+fn log_softmax_rows<T: Real>(x: &[T], classes: usize) -> Vec<T> {
+    use rayon::prelude::*;
+    let mut out = vec![T::ZERO; x.len()];
+    out.par_chunks_mut(classes * SOFTMAX_ROWS).zip(x.par_chunks(classes * SOFTMAX_ROWS)).for_each(|(out, x)| {
+        for (out, x) in out.chunks_exact_mut(classes).zip(x.chunks_exact(classes)) {
+            let max = x.iter().copied().fold(T::NEG_INFINITY, |m, v| if v > m { v } else { m });
+            let mut sum = T::ZERO;
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = v - max;
+                sum = sum + o.exp();
+            }
+            let lse = sum.ln();
+            for o in out.iter_mut() {
+                *o = *o - lse;
+            }
+        }
+    });
+    out
+}
+
+fn log_softmax_grad<T: Real>(y: &[T], g: &[T], classes: usize) -> Vec<T> {
+    use rayon::prelude::*;
+    let mut dx = vec![T::ZERO; y.len()];
+    let chunk = classes * SOFTMAX_ROWS;
+    dx.par_chunks_mut(chunk).zip(y.par_chunks(chunk).zip(g.par_chunks(chunk))).for_each(|(dx, (y, g))| {
+        for ((dx, y), g) in dx.chunks_exact_mut(classes).zip(y.chunks_exact(classes)).zip(g.chunks_exact(classes)) {
+            let total = g.iter().fold(T::ZERO, |s, &v| s + v);
+            for ((d, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+                *d = g - y.exp() * total;
+            }
+        }
+    });
+    dx
+}
+
+impl candle_core::CustomOp1 for LogSoftmax {
+    fn name(&self) -> &'static str {
+        "recur-log-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage;
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("internal error: log_softmax got a non-contiguous tensor");
+        };
+        let classes = layout.dims().last().copied().unwrap_or(1).max(1);
+        let out = match storage {
+            CpuStorage::F32(v) => CpuStorage::F32(log_softmax_rows(&v[start..end], classes)),
+            CpuStorage::F64(v) => CpuStorage::F64(log_softmax_rows(&v[start..end], classes)),
+            other => candle_core::bail!(
+                "log_softmax supports F32 and F64, got {:?}",
+                candle_core::backend::BackendStorage::dtype(other)
+            ),
+        };
+        Ok((out, layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let classes = arg.dims().last().copied().unwrap_or(1).max(1);
+        let grad = grad.contiguous()?;
+        let dx = match arg.dtype() {
+            DType::F32 => {
+                let y = res.flatten_all()?.to_vec1::<f32>()?;
+                let g = grad.flatten_all()?.to_vec1::<f32>()?;
+                Tensor::from_vec(log_softmax_grad(&y, &g, classes), arg.shape(), arg.device())?
+            }
+            DType::F64 => {
+                let y = res.flatten_all()?.to_vec1::<f64>()?;
+                let g = grad.flatten_all()?.to_vec1::<f64>()?;
+                Tensor::from_vec(log_softmax_grad(&y, &g, classes), arg.shape(), arg.device())?
+            }
+            other => candle_core::bail!("log_softmax supports F32 and F64, got {other:?}"),
+        };
+        Ok(Some(dx))
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
