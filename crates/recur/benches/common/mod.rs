@@ -226,8 +226,10 @@ impl Net {
                 None => layer.forward(input, state)?.0,
             }),
             Net::CharRnn(model) => {
-                let embedded = model.embedding.forward(input)?; // (B, T, I)
-                let (output, _state) = model.lstm.forward(&embedded, state)?; // (B, T, H)
+                // Embedding and LSTM in one (the table projected once per step, V = 65 rows
+                // against B·T = 3,200 tokens), as `recur::models::CharLm` runs them.
+                let table = model.embedding.embeddings();
+                let (output, _state) = model.lstm.forward_embedded(table, input, state)?; // (B, T, H)
                 let (batch, seq_len, hidden_size) = output.dims3()?;
                 // (B·T, V)
                 Ok(model.linear.forward(&output.reshape((batch * seq_len, hidden_size))?)?)
