@@ -255,6 +255,12 @@ fn bad_tables_and_ids_are_refused() {
     assert!(err(&narrow, &ids).contains("Expected 4, got 3"), "{}", err(&narrow, &ids));
     let flat = filled(&[24], 2, DType::F64);
     assert!(err(&flat, &ids).contains("must be 2-D"), "{}", err(&flat, &ids));
+    let empty = Tensor::zeros((0, 2), DType::U32, &Device::Cpu).expect("empty");
+    assert!(err(&table, &empty).contains("sequence length"), "{}", err(&table, &empty));
+    let state = State { h: filled(&[1, 3, 5], 4, DType::F64), c: None };
+    let wrong_batch =
+        layer.forward_embedded(&table, &ids, Some(&state)).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(wrong_batch.contains("h0"), "a state of the wrong batch is refused: {wrong_batch}");
     let single = table.to_dtype(DType::F32).expect("f32");
     assert!(!err(&single, &ids).is_empty(), "an f32 table on an f64 layer is refused");
 }

@@ -381,8 +381,9 @@ impl Core {
                 "encode the input with the vocabulary the table was built for",
             ));
         }
-        if vocab > ids.len() {
-            // Projecting the table would cost more than projecting the tokens' rows.
+        if vocab > ids.len() || ids.is_empty() {
+            // Projecting the table would cost more than projecting the tokens' rows (and `forward`
+            // refuses empty sequences).
             let rows = table.index_select(&Tensor::from_vec(ids, seq_len * batch, &self.device)?, 0)?;
             let x = rows.reshape((seq_len, batch, features))?;
             let x = if unbatched {
@@ -394,21 +395,8 @@ impl Core {
             };
             return self.forward(&x, state, grad);
         }
-        if let Some(state) = state {
-            self.check_state_ranks(state, unbatched)?;
-            self.check_tensor(&state.h, "h0")?;
-            if let Some(c) = &state.c {
-                self.check_tensor(c, "c0")?;
-            }
-        }
+        self.check_inputs(table, state, unbatched)?;
         let (h0, c0) = self.initial_state(state, unbatched, batch, grad)?;
-        if seq_len == 0 {
-            return Err(Error::shape(
-                name,
-                "Expected sequence length to be larger than 0 in RNN",
-                "drop empty sequences before calling the layer",
-            ));
-        }
         let table = if grad { table.contiguous()? } else { table.detach().contiguous()? };
         let input = StackInput::Lookup { table, ids: ids.into() };
         let out = self.run(input, seq_len, batch, None, &h0, c0.as_ref(), grad, self.batch_major(unbatched))?;
