@@ -239,6 +239,13 @@ impl LayerSpec {
             .collect()
     }
 
+    /// The forward's saved buffers split into the workspaces and (with `lookup`, the last
+    /// `directions` of them) the projected tables the backward hands the kernels.
+    fn saved_tables<'a, T: Element>(&self, saved: &'a [Buffer<T>]) -> (&'a [Buffer<T>], &'a [Buffer<T>]) {
+        let tables = if self.lookup.is_some() { self.directions } else { 0 };
+        saved.split_at(saved.len() - tables)
+    }
+
     /// With `lookup`, turns direction `dir`'s table gradient `dtable (V, G·H)` into the gradients
     /// it stands for: `dx (V, I) += dtable · w_ih`, and into that direction's parameter gradient
     /// block `dp`, `dw_ih += dtableᵀ · x` and `db_ih += Σ_v dtable[v]`.
@@ -352,7 +359,8 @@ impl FusedLayer {
     }
 
     /// The forward: the flat output and the workspaces the backward reads (one per direction, or
-    /// with `chunks > 1` one per direction and chunk, direction-major).
+    /// with `chunks > 1` one per direction and chunk, direction-major), followed with a lookup by
+    /// each direction's projected table (see [`LayerSpec::saved_tables`]).
     fn forward<T: Element>(&self, x: &[T], state: &[T], params: &[T], chunks: usize) -> (Vec<T>, Vec<Buffer<T>>) {
         if chunks > 1 {
             return self.forward_split(x, state, params, chunks);
@@ -413,6 +421,7 @@ impl FusedLayer {
                 }
             }
         }
+        workspaces.extend(tables);
         (out, workspaces)
     }
 
@@ -442,7 +451,7 @@ impl FusedLayer {
         } else {
             (if spec.concurrent() { dirs } else { 1 }, rows * d.input_size)
         };
-        let tables = spec.project_tables(x, params);
+        let (workspaces, tables) = spec.saved_tables(workspaces);
         let ids = spec.lookup.as_deref().unwrap_or_default();
         let mut dstate = vec![T::ZERO; spec.state_len()];
         let mut dparams = vec![T::ZERO; spec.params_len()];
@@ -570,6 +579,7 @@ impl FusedLayer {
             states[c_at..c_at + c_n.len()].copy_from_slice(&c_n);
             workspaces.push(ws);
         }
+        workspaces.extend(tables);
         (out, workspaces)
     }
 
@@ -597,7 +607,7 @@ impl FusedLayer {
         let (y_all, dy_all) = (&out[..spec.y_len()], &grad[..spec.y_len()]);
         // The gradient of the final state has the layout of the initial state.
         let dstate_n = &grad[spec.y_len()..];
-        let tables = spec.project_tables(x, params);
+        let (workspaces, tables) = spec.saved_tables(workspaces);
         let lookup = spec.lookup.is_some();
         let results: Vec<[Buffer<T>; 4]> = jobs
             .par_iter()
