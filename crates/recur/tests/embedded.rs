@@ -14,7 +14,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use common::{assert_bitwise, assert_close, filled, filled_var, values, weighted_loss, Mode, Spec};
+use common::{assert_bitwise, assert_close, filled, filled_var, named_gradients, values, weighted_loss, Mode, Spec};
 use recur::{seeded_var_builder, Recurrent, State};
 
 /// Token ids `dims` below `vocab`, each id appearing several times (a deterministic scramble).
@@ -89,14 +89,7 @@ impl Problem {
         result.extend(state_n.c.map(|c| ("c_n".to_string(), c)));
         let mut vars = vec![("table".to_string(), self.table.clone()), ("h0".to_string(), self.h0.clone())];
         vars.extend(self.c0.clone().map(|c| ("c0".to_string(), c)));
-        let mut params: Vec<(String, Var)> =
-            self.varmap.data().lock().expect("varmap").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        params.sort_by(|a, b| a.0.cmp(&b.0));
-        vars.extend(params);
-        for (name, var) in vars {
-            let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}")).clone();
-            result.push((format!("gradient of {name}"), g));
-        }
+        result.extend(named_gradients(&grads, vars, &self.varmap));
         result
     }
 
@@ -209,11 +202,15 @@ fn a_table_larger_than_the_tokens_runs_forward_on_the_rows() {
     }
 }
 
+/// A one-layer f64 layer of `mode` with input 4 and hidden size 5.
+fn f64_layer(mode: Mode) -> Box<dyn Recurrent> {
+    let varmap = VarMap::new();
+    Spec::new(mode, 4, 5).build(seeded_var_builder(&varmap, 1, DType::F64, &Device::Cpu).pp("rnn")).expect("build")
+}
+
 #[test]
 fn unbatched_and_no_grad_agree_with_forward() {
-    let spec = Spec::new(Mode::Lstm, 4, 5);
-    let varmap = VarMap::new();
-    let layer = spec.build(seeded_var_builder(&varmap, 1, DType::F64, &Device::Cpu).pp("rnn")).expect("build");
+    let layer = f64_layer(Mode::Lstm);
     let table = filled(&[3, 4], 2, DType::F64);
     let ids = tokens(&[9], 3, 1);
     let rows = table.index_select(&ids, 0).expect("rows");
@@ -233,9 +230,7 @@ fn unbatched_and_no_grad_agree_with_forward() {
 
 #[test]
 fn bad_tables_and_ids_are_refused() {
-    let spec = Spec::new(Mode::Gru, 4, 5);
-    let varmap = VarMap::new();
-    let layer = spec.build(seeded_var_builder(&varmap, 1, DType::F64, &Device::Cpu).pp("rnn")).expect("build");
+    let layer = f64_layer(Mode::Gru);
     let table = filled(&[6, 4], 2, DType::F64);
     let ids = tokens(&[5, 2], 6, 3);
     let err = |table: &Tensor, ids: &Tensor| {

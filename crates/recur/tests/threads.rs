@@ -11,7 +11,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use common::{assert_close, filled, filled_var, weighted_loss, Mode, Spec};
+use common::{assert_close, filled, filled_var, named_gradients, weighted_loss, Mode, Spec};
 use recur::{seeded_var_builder, Padding, State};
 
 const I: usize = 5;
@@ -46,14 +46,7 @@ fn run(mode: Mode, bidirectional: bool, batch_first: bool, lengths: Option<&[usi
     }
     let mut vars = vec![("input".to_string(), x), ("h0".to_string(), h0)];
     vars.extend(c0.map(|c| ("c0".to_string(), c)));
-    let mut params: Vec<(String, Var)> =
-        varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    params.sort_by(|a, b| a.0.cmp(&b.0));
-    vars.extend(params);
-    for (name, var) in vars {
-        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}")).clone();
-        result.push((format!("gradient of {name}"), g));
-    }
+    result.extend(named_gradients(&grads, vars, &varmap));
     result
 }
 

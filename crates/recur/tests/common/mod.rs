@@ -2,8 +2,9 @@
 //! elements, a tiny deterministic tensor filler, and one enum over the layer kinds.
 #![allow(dead_code)]
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::VarBuilder;
+use candle_nn::{VarBuilder, VarMap};
 use recur::{
     Gru, GruCell, GruCellConfig, GruConfig, Lstm, LstmCell, LstmCellConfig, LstmConfig, Nonlinearity, Recurrent, Rnn,
     RnnCell, RnnCellConfig, RnnConfig, State,
@@ -365,4 +366,19 @@ pub fn weighted_loss(output: &Tensor, state: &State, g_out: &Tensor, g_h: &Tenso
         loss = (loss + (c * g_c).and_then(|t| t.sum_all()).expect("c term")).expect("add");
     }
     loss
+}
+
+/// The gradients in `grads` of `vars` (in their order), then of every parameter in `varmap` (by
+/// name), each named "gradient of …"; panics if one is missing.
+pub fn named_gradients(grads: &GradStore, mut vars: Vec<(String, Var)>, varmap: &VarMap) -> Vec<(String, Tensor)> {
+    let mut params: Vec<(String, Var)> =
+        varmap.data().lock().expect("varmap").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    vars.extend(params);
+    vars.into_iter()
+        .map(|(name, var)| {
+            let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}")).clone();
+            (format!("gradient of {name}"), g)
+        })
+        .collect()
 }
