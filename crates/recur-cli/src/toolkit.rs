@@ -1,5 +1,5 @@
-//! The optimizer side of a run, from `recur::train`: loss, gradient clipping, optimizer and
-//! learning-rate schedule, chosen by name on the command line.
+//! The optimizer side of a run, from `recur::train`: gradient clipping, optimizer and learning-rate
+//! schedule, chosen by name on the command line (the loss is the model's, `CharLm::loss`).
 
 use anyhow::{bail, Result};
 use candle_core::{Tensor, Var};
@@ -11,11 +11,6 @@ use recur::train::{
 use serde_json::Value;
 
 use crate::train::RunConfig;
-
-/// Mean cross-entropy of logits `(N, V)` against targets `(N)`.
-pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    Ok(recur::train::cross_entropy(logits, targets)?)
-}
 
 /// The names `--optimizer` accepts.
 pub const OPTIMIZERS: [&str; 5] = ["adam", "adamw", "sgd", "rmsprop", "adagrad"];

@@ -351,8 +351,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             break;
         }
         let (x, y) = streams.window(run.position, config.seq_len, &device)?;
-        let (logits, next) = model.forward(&x, state.as_ref())?;
-        let loss = toolkit::cross_entropy(&logits.flatten_to(1)?, &y)?;
+        let (loss, next) = model.loss(&x, &y.reshape(x.shape())?, state.as_ref())?;
         let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !loss_value.is_finite() {
             let saved = if last_path.exists() {

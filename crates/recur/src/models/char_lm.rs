@@ -9,6 +9,7 @@ use rand::Rng;
 
 use super::{sample, CellType, Sampling};
 use crate::nn::{embedding, linear, Recurrent, State};
+use crate::train::linear_cross_entropy;
 use crate::{Error, Result};
 
 /// The sizes of a [`CharLm`]; `new(vocab_size)` gives the defaults.
@@ -115,6 +116,29 @@ impl CharLm {
         let flat = output.reshape((batch * steps, self.config.hidden_size))?;
         let logits = self.linear.forward(&flat)?.reshape((batch, steps, self.config.vocab_size))?;
         Ok((if grad { logits } else { logits.detach() }, state))
+    }
+
+    /// Mean cross-entropy of the next-character predictions against `targets` `(B, T)` (class
+    /// indices, `-100` ignored), and the final state: `cross_entropy(logits, targets)` over
+    /// [`forward`](Self::forward)'s logits, with the head and the loss as one op
+    /// ([`linear_cross_entropy`]), so the `(B, T, V)` logits are never a graph node. For training;
+    /// the value and the gradients are `forward`'s to rounding.
+    pub fn loss(&self, tokens: &Tensor, targets: &Tensor, state: Option<&State>) -> Result<(Tensor, State)> {
+        let (batch, steps) = self.check_tokens(tokens)?;
+        if targets.dims() != [batch, steps] {
+            return Err(Error::shape(
+                "CharLm",
+                format!(
+                    "expected targets of shape [{batch}, {steps}] for tokens {:?}, got {:?}",
+                    tokens.dims(),
+                    targets.dims()
+                ),
+                "pass one target character per token: the tokens shifted by one",
+            ));
+        }
+        let (output, state) = self.rnn.forward_embedded(self.embedding.embeddings(), tokens, state)?;
+        let loss = linear_cross_entropy(&output, self.linear.weight(), self.linear.bias(), targets)?;
+        Ok((loss, state))
     }
 
     /// Checks `tokens` is `(B, T)` u32 with every id below `V`; returns `(B, T)`.
@@ -257,6 +281,47 @@ mod tests {
         assert!(m.forward(&out_of_range, None).unwrap_err().to_string().contains("token id 7"));
         let floats = Tensor::new(&[[1f32, 2.]], &dev).unwrap();
         assert!(m.forward(&floats, None).unwrap_err().to_string().contains("U32"));
+    }
+
+    #[test]
+    fn loss_matches_cross_entropy_over_the_logits() {
+        let dev = Device::Cpu;
+        let close = |a: &Tensor, b: &Tensor, what: &str| {
+            let a: Vec<f64> = a.flatten_all().unwrap().to_vec1().unwrap();
+            let b: Vec<f64> = b.flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(a.len(), b.len(), "{what}");
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 1e-12 * (1.0 + y.abs()), "{what}: {x} against {y}");
+            }
+        };
+        for cell in [CellType::Lstm, CellType::Gru, CellType::Rnn] {
+            let varmap = candle_nn::VarMap::new();
+            let vb = crate::seeded_var_builder(&varmap, 9, DType::F64, &dev);
+            let config = CharLmConfig { cell, embedding_size: 5, hidden_size: 6, ..CharLmConfig::new(7) };
+            let m = CharLm::new(config, vb).unwrap();
+            let tokens = Tensor::new(&[[1u32, 2, 3, 4], [5, 6, 0, 1], [2, 2, 3, 6]], &dev).unwrap();
+            let targets = Tensor::new(&[[2u32, 3, 4, 5], [6, 0, 1, 2], [2, 3, 6, 0]], &dev).unwrap();
+            // A carried state, as truncated BPTT passes one.
+            let (_, carried) = m.forward_no_grad(&tokens, None).unwrap();
+            let (loss, state) = m.loss(&tokens, &targets, Some(&carried)).unwrap();
+            let (logits, want_state) = m.forward(&tokens, Some(&carried)).unwrap();
+            let want = crate::train::cross_entropy(&logits, &targets).unwrap();
+            close(&loss, &want, &format!("{cell}: loss"));
+            close(&state.h, &want_state.h, &format!("{cell}: h"));
+            if let (Some(c), Some(want_c)) = (&state.c, &want_state.c) {
+                close(c, want_c, &format!("{cell}: c"));
+            }
+            let (grads, want_grads) = (loss.backward().unwrap(), want.backward().unwrap());
+            for (name, param) in m.weights() {
+                let (Some(g), Some(w)) = (grads.get(&param), want_grads.get(&param)) else {
+                    panic!("{cell}: no gradient for {name}");
+                };
+                close(g, w, &format!("{cell}: d{name}"));
+            }
+            let flat = targets.flatten_all().unwrap();
+            let err = m.loss(&tokens, &flat, None).unwrap_err().to_string();
+            assert!(err.contains("expected targets of shape [3, 4]"), "{err}");
+        }
     }
 
     #[test]

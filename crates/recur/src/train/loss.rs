@@ -153,7 +153,7 @@ struct LogSoftmax;
 const SOFTMAX_ROWS: usize = 64;
 
 /// What [`LogSoftmax`] computes with: f32 and f64.
-trait Real:
+pub(super) trait Real:
     Copy
     + Send
     + Sync
@@ -478,7 +478,7 @@ pub fn mse(input: &Tensor, target: &Tensor) -> Result<Tensor> {
     Mse::default().forward(input, target, None)
 }
 
-fn check_float(name: &'static str, t: &Tensor) -> Result<()> {
+pub(super) fn check_float(name: &'static str, t: &Tensor) -> Result<()> {
     match t.dtype() {
         DType::F32 | DType::F64 => Ok(()),
         got => Err(Error::UnsupportedDType { layer: name, got }),
@@ -533,7 +533,7 @@ fn mask_values(name: &'static str, mask: Option<&Tensor>, dims: &[usize]) -> Res
 }
 
 /// Targets as whole numbers (integer dtypes, or floats holding whole numbers).
-fn class_indices(name: &'static str, targets: &Tensor) -> Result<Vec<i64>> {
+pub(super) fn class_indices(name: &'static str, targets: &Tensor) -> Result<Vec<i64>> {
     let flat = targets.flatten_all()?;
     match targets.dtype() {
         DType::I64 => Ok(flat.to_vec1()?),

@@ -3,6 +3,7 @@
 
 mod checkpoint;
 mod clip;
+mod linear_ce;
 mod loss;
 mod optim;
 mod rng;
@@ -14,6 +15,7 @@ pub use checkpoint::{
     CHECKPOINT_FORMAT_VERSION,
 };
 pub use clip::{clip_grad_norm, clip_grad_value, NormType};
+pub use linear_ce::linear_cross_entropy;
 pub use loss::{cross_entropy, log_softmax, mse, BceWithLogits, CrossEntropy, Huber, Mse, Nll, Reduction, L1};
 pub use optim::{
     named_vars, Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, OptimizerState, RmsProp,
