@@ -8,7 +8,7 @@ use candle_nn::{Init, VarBuilder};
 
 use crate::kernels::rnn::Activation;
 use crate::kernels::Dims;
-use crate::nn::core::{check_backend, check_input_tensor, check_param, checked_bytes, flat, py_bool};
+use crate::nn::core::{check_backend, check_input_tensor, check_param, checked_bytes, py_bool};
 use crate::nn::{GruCellConfig, LstmCellConfig, Nonlinearity, RnnCellConfig, State};
 use crate::ops::fused::{CellKind, FusedLayer, LayerSpec};
 use crate::{Error, Result};
@@ -175,11 +175,11 @@ impl CellCore {
             bias: self.bias,
             lookup: None,
             batch_major: false,
+            x_is_output: false,
         };
         let flat_state = Tensor::cat(&states, 0)?;
-        let flat_params = flat(&self.params, grad)?;
         // Rows `[y (B) | h' (B) | c' (B)]`, each of `H` values.
-        let out = FusedLayer::apply(spec, &x.unsqueeze(0)?, &flat_state, &flat_params)?;
+        let out = FusedLayer::apply(spec, &x.unsqueeze(0)?, &flat_state, &self.params, grad)?;
         let shape: Vec<usize> = if batched { vec![batch, h] } else { vec![h] };
         let h_next = out.narrow(0, batch, batch)?.reshape(shape.as_slice())?;
         let c_next = if has_c { Some(out.narrow(0, 2 * batch, batch)?.reshape(shape.as_slice())?) } else { None };

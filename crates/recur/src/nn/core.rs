@@ -596,6 +596,7 @@ impl Core {
             }
         };
         let dropout = self.is_training() && cfg.dropout > 0.0;
+        let mut x_is_output = false;
         let mut h_n = Vec::with_capacity(cfg.num_layers);
         let mut c_n = Vec::with_capacity(cfg.num_layers);
         for (layer, params) in self.layers.iter().enumerate() {
@@ -616,14 +617,14 @@ impl Core {
                 lookup: lookup.take(),
                 // The last layer's rows in the caller's order; the layers between stay time-major.
                 batch_major: batch_major && batch_sizes.is_none() && layer + 1 == cfg.num_layers,
+                x_is_output,
             };
             let mut state_parts = vec![h0.narrow(0, layer * dirs, dirs)?.flatten_all()?];
             if let Some(c0) = c0 {
                 state_parts.push(c0.narrow(0, layer * dirs, dirs)?.flatten_all()?);
             }
             let flat_state = Tensor::cat(&state_parts, 0)?;
-            let flat_params = flat(params, grad)?;
-            let out = FusedLayer::apply(spec, &layer_input, &flat_state, &flat_params)?;
+            let out = FusedLayer::apply(spec, &layer_input, &flat_state, params, grad)?;
             // `y` is the output's first rows, as they are; the final state follows, flat.
             let y = out.narrow(0, 0, rows)?;
             let state = out.narrow(0, rows, out.dim(0)? - rows)?.flatten_all()?;
@@ -631,7 +632,17 @@ impl Core {
             if cfg.kind.has_cell_state() {
                 c_n.push(state.narrow(0, dirs * batch * p, dirs * batch * h)?.reshape((dirs, batch, h))?);
             }
-            layer_input = if dropout && layer + 1 < cfg.num_layers { self.dropout(&y)? } else { y };
+            // The next layer reads `y` out of the whole output (no narrow node), unless dropout
+            // comes between.
+            let last = layer + 1 == cfg.num_layers;
+            x_is_output = !last && !dropout;
+            layer_input = if last {
+                y
+            } else if dropout {
+                self.dropout(&y)?
+            } else {
+                out
+            };
         }
         let h_n = Tensor::cat(&h_n, 0)?;
         let c_n = if cfg.kind.has_cell_state() { Some(Tensor::cat(&c_n, 0)?) } else { None };
@@ -731,36 +742,6 @@ impl Core {
     }
 }
 
-/// The parameters concatenated in the fused op's order (their values one after the other, in
-/// each one's row-major order); detached when `grad` is off.
-///
-/// They are concatenated as rows of a common width `C` when every parameter's size is a multiple
-/// of it, `C` being the row width of one of the matrices (the one that lets the most values in
-/// without a `reshape`; for PyTorch's layouts the state width, which every weight and bias size
-/// divides). That matters for the backward: candle starts the gradient of every node as a zero
-/// tensor and adds into it, so each `reshape` between a weight and the op would cost a zero-fill
-/// and an addition over the weight's size on every step. When no width fits, each parameter is
-/// flattened. The op sees the same values in the same order either way.
-pub(crate) fn flat(params: &[Tensor], grad: bool) -> Result<Tensor> {
-    let parts: Vec<Tensor> = params.iter().map(|t| if grad { t.clone() } else { t.detach() }).collect();
-    let as_is =
-        |c: usize| parts.iter().filter(|t| t.rank() == 2 && t.dims()[1] == c).map(Tensor::elem_count).sum::<usize>();
-    let width = parts
-        .iter()
-        .filter(|t| t.rank() == 2)
-        .map(|t| t.dims()[1])
-        .filter(|&c| c > 0 && parts.iter().all(|t| t.elem_count() % c == 0))
-        .max_by_key(|&c| as_is(c));
-    let rows = match width {
-        Some(c) => parts
-            .iter()
-            .map(|t| if t.rank() == 2 && t.dims()[1] == c { Ok(t.clone()) } else { t.reshape((t.elem_count() / c, c)) })
-            .collect::<candle_core::Result<Vec<_>>>()?,
-        None => parts.iter().map(Tensor::flatten_all).collect::<candle_core::Result<Vec<_>>>()?,
-    };
-    Ok(Tensor::cat(&rows, 0)?)
-}
-
 /// Checks that the parameters' dtype and device can run on the fused kernels.
 pub(crate) fn check_backend(name: &'static str, dtype: DType, device: &Device) -> Result<()> {
     if !matches!(dtype, DType::F32 | DType::F64) {
@@ -832,38 +813,5 @@ impl fmt::Display for CoreConfig {
             write!(f, ", bidirectional={}", py_bool(self.bidirectional))?;
         }
         f.write_str(")")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `flat` lays the values out exactly as flattening and concatenating would, whether it
-    /// concatenates rows (every size a multiple of a matrix width) or falls back to flattening.
-    #[test]
-    fn flat_equals_flattened_concatenation() -> Result<()> {
-        let dev = Device::Cpu;
-        let t = |dims: &[usize], start: f32| -> Result<Tensor> {
-            let n: usize = dims.iter().product();
-            Ok(Tensor::arange(start, start + n as f32, &dev)?.reshape(dims)?)
-        };
-        let cases = [
-            // LSTM layer 0, I = 7 > H = 3: the width is H (rows), not the widest matrix's I.
-            vec![t(&[12, 7], 0.0)?, t(&[12, 3], 100.0)?, t(&[12], 200.0)?, t(&[12], 300.0)?],
-            // No common width (a bias of 5 with widths 2 and 3): flattened.
-            vec![t(&[4, 2], 0.0)?, t(&[4, 3], 100.0)?, t(&[5], 200.0)?],
-        ];
-        for (i, params) in cases.iter().enumerate() {
-            let want: Vec<f32> =
-                params.iter().flat_map(|p| p.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
-            for grad in [true, false] {
-                let got = flat(params, grad)?;
-                assert_eq!(got.flatten_all()?.to_vec1::<f32>()?, want, "case {i}, grad {grad}");
-            }
-        }
-        assert_eq!(flat(&cases[0], true)?.dims(), &[12 * 7 / 3 + 12 + 4 + 4, 3], "rows of width H");
-        assert_eq!(flat(&cases[1], true)?.rank(), 1, "flattened");
-        Ok(())
     }
 }

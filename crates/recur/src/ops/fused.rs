@@ -5,8 +5,9 @@
 //!   the spec carries `lookup` ids, an embedding table `(V, I)` whose row `ids[r]` is row `r`'s
 //!   input (the table is projected once per direction, `V` products instead of `N`);
 //! - `state`: the flat initial state, `[h0 (D, B, P) | c0 (D, B, H)]` (`c0` for LSTM only);
-//! - `params`: the flat parameters, per direction in PyTorch's registration order
-//!   `[w_ih, w_hh, (b_ih, b_hh), (w_hr)]`;
+//! - a token standing for the parameters: the op reads the parameter tensors themselves (per
+//!   direction in PyTorch's registration order `[w_ih, w_hh, (b_ih, b_hh), (w_hr)]`), held in
+//!   the op, and the token ties them into candle's graph (see [`ParamLink`]);
 //!
 //! It returns `[y (T·B, D·P) | h_n (D, B, P) | c_n (D, B, H) | padding]` as one 2-D tensor of rows of
 //! `D·P` values: `y`'s rows (`N` when packed; `h_n` and `c_n` are then taken at each sequence's own
@@ -22,7 +23,7 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, StorageRef, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Storage, StorageRef, Tensor};
 
 use super::pool::{Buffer, Pooled};
 use super::split::{self, Chunk};
@@ -73,6 +74,11 @@ pub(crate) struct LayerSpec {
     /// Whether `y`'s rows in the output run batch-major, `(B, T)`, instead of time-major; for
     /// full batches only (`batch_sizes` is `None`).
     pub(crate) batch_major: bool,
+    /// Whether `x` is the previous layer's whole output (its `y` rows, then its state rows): the
+    /// layer reads the first `rows · I` values and gives the rest a zero gradient. This spares
+    /// the caller a `narrow` between layers, which candle's backward pays for with a
+    /// zero-filled copy of the whole output, a zero-filled gradient and an addition.
+    pub(crate) x_is_output: bool,
 }
 
 /// Offsets of one direction's parameters inside its block of the flat parameter vector.
@@ -190,17 +196,19 @@ impl LayerSpec {
         }
     }
 
-    fn weights<'a, T>(&self, params: &'a [T], dir: usize) -> Weights<'a, T> {
+    /// Length of each parameter tensor, all directions, in the order [`Params`] holds them.
+    fn param_lens(&self) -> Vec<usize> {
         let o = self.offsets();
-        let block = &params[dir * o.len..(dir + 1) * o.len];
-        let get = |(at, n): (usize, usize)| &block[at..at + n];
-        Weights {
-            w_ih: get(o.w_ih),
-            w_hh: get(o.w_hh),
-            b_ih: o.b_ih.map(get),
-            b_hh: o.b_hh.map(get),
-            w_hr: o.w_hr.map(get),
-        }
+        let one = [Some(o.w_ih), Some(o.w_hh), o.b_ih, o.b_hh, o.w_hr];
+        let one: Vec<usize> = one.iter().flatten().map(|&(_, n)| n).collect();
+        (0..self.directions).flat_map(|_| one.iter().copied()).collect()
+    }
+
+    fn weights<'a, T>(&self, params: &Params<'a, T>, dir: usize) -> Weights<'a, T> {
+        let per = params.0.len() / self.directions;
+        let p = &params.0[dir * per..(dir + 1) * per];
+        let (b_ih, b_hh) = if self.bias { (Some(p[2]), Some(p[3])) } else { (None, None) };
+        Weights { w_ih: p[0], w_hh: p[1], b_ih, b_hh, w_hr: self.projects().then(|| p[per - 1]) }
     }
 
     /// Width of the input side's gates, `G·H`.
@@ -219,7 +227,7 @@ impl LayerSpec {
 
     /// With `lookup`, each direction's projected table `x (V, I) · w_ihᵀ + b_ih`, `(V, G·H)`;
     /// without, nothing.
-    fn project_tables<T: Element>(&self, x: &[T], params: &[T]) -> Vec<Buffer<T>> {
+    fn project_tables<T: Element>(&self, x: &[T], params: &Params<'_, T>) -> Vec<Buffer<T>> {
         if self.lookup.is_none() {
             return Vec::new();
         }
@@ -249,7 +257,15 @@ impl LayerSpec {
     /// With `lookup`, turns direction `dir`'s table gradient `dtable (V, G·H)` into the gradients
     /// it stands for: `dx (V, I) += dtable · w_ih`, and into that direction's parameter gradient
     /// block `dp`, `dw_ih += dtableᵀ · x` and `db_ih += Σ_v dtable[v]`.
-    fn table_grads<T: Element>(&self, x: &[T], params: &[T], dir: usize, dtable: &[T], dx: &mut [T], dp: &mut [T]) {
+    fn table_grads<T: Element>(
+        &self,
+        x: &[T],
+        params: &Params<'_, T>,
+        dir: usize,
+        dtable: &[T],
+        dx: &mut [T],
+        dp: &mut [T],
+    ) {
         let (i, gw) = (self.sizes.input_size, self.gate_width());
         let vocab = x.len() / i.max(1);
         let w = self.weights(params, dir);
@@ -335,33 +351,65 @@ struct DirectionOut<'a, T> {
 /// The custom op: one layer, forward and hand-derived backward.
 pub(crate) struct FusedLayer {
     spec: LayerSpec,
+    /// The parameter tensors, per direction in PyTorch's registration order, contiguous.
+    params: Vec<Tensor>,
+    /// Where the backward leaves the parameters' gradients, when they are tracked.
+    link: Option<Arc<ParamLink>>,
     /// Whether the forward keeps its workspaces for a backward.
     save: bool,
     /// The forward's workspaces (one per direction and chunk) and its chunk count.
     saved: Mutex<Option<(usize, Saved)>>,
 }
 
+/// The layer's parameter tensors as the kernels read them: one slice per tensor, per direction
+/// in PyTorch's registration order `[w_ih, w_hh, (b_ih, b_hh), (w_hr)]`.
+struct Params<'a, T>(Vec<&'a [T]>);
+
 impl FusedLayer {
-    /// Runs the layer. `x` `(T, B, I)`, `state` and `params` flat as described in the module docs;
-    /// returns the flat output. The op joins candle's autograd graph only when one of its inputs
-    /// is tracked, and only then keeps its workspaces.
-    pub(crate) fn apply(spec: LayerSpec, x: &Tensor, state: &Tensor, params: &Tensor) -> candle_core::Result<Tensor> {
+    /// Runs the layer. `x` `(T, B, I)` and `state` flat as described in the module docs, `params`
+    /// the layer's parameter tensors in PyTorch's registration order (gradients reach them when
+    /// `grad` and they are tracked); returns the flat output. The op joins candle's autograd graph
+    /// only when one of its inputs is tracked, and only then keeps its workspaces.
+    pub(crate) fn apply(
+        spec: LayerSpec,
+        x: &Tensor,
+        state: &Tensor,
+        params: &[Tensor],
+        grad: bool,
+    ) -> candle_core::Result<Tensor> {
         let x = x.contiguous()?;
         let state = state.contiguous()?;
-        let params = params.contiguous()?;
-        let track = x.track_op() || state.track_op() || params.track_op();
-        let op = FusedLayer { spec, save: track, saved: Mutex::new(None) };
-        if track {
-            x.apply_op3(&state, &params, op)
+        let params = params.iter().map(Tensor::contiguous).collect::<candle_core::Result<Vec<_>>>()?;
+        let (token, link) = if grad && params.iter().any(Tensor::track_op) {
+            let link = Arc::new(ParamLink::default());
+            (ParamLink::tie(&params, &link)?, Some(link))
         } else {
-            x.apply_op3_no_bwd(&state, &params, &op)
+            (Tensor::zeros(1, x.dtype(), x.device())?, None)
+        };
+        let track = x.track_op() || state.track_op() || token.track_op();
+        let op = FusedLayer { spec, params, link, save: track, saved: Mutex::new(None) };
+        if track {
+            x.apply_op3(&state, &token, op)
+        } else {
+            x.apply_op3_no_bwd(&state, &token, &op)
         }
+    }
+
+    /// Borrows the parameter tensors' storage.
+    fn param_views(&self) -> candle_core::Result<Vec<View<'_>>> {
+        self.params.iter().map(View::of).collect()
     }
 
     /// The forward: the flat output and the workspaces the backward reads (one per direction, or
     /// with `chunks > 1` one per direction and chunk, direction-major), followed with a lookup by
     /// each direction's projected table (see [`LayerSpec::saved_tables`]).
-    fn forward<T: Element>(&self, x: &[T], state: &[T], params: &[T], chunks: usize) -> (Vec<T>, Vec<Buffer<T>>) {
+    fn forward<T: Element>(
+        &self,
+        x: &[T],
+        state: &[T],
+        params: &Params<'_, T>,
+        chunks: usize,
+    ) -> (Vec<T>, Vec<Buffer<T>>) {
         if chunks > 1 {
             return self.forward_split(x, state, params, chunks);
         }
@@ -425,19 +473,22 @@ impl FusedLayer {
         (out, workspaces)
     }
 
+    /// The gradients of `x` (`x_len` values: `x`'s, then zeros for what [`LayerSpec::x_is_output`]
+    /// leaves unread), of the initial state and of the parameters.
     #[allow(clippy::too_many_arguments)]
     fn backward<T: Element>(
         &self,
         x: &[T],
+        x_len: usize,
         state: &[T],
-        params: &[T],
+        params: &Params<'_, T>,
         out: &[T],
         grad: &[T],
         workspaces: &[Buffer<T>],
         chunks: usize,
     ) -> (Vec<T>, Vec<T>, Vec<T>) {
         if chunks > 1 {
-            return self.backward_split(x, state, params, out, grad, workspaces, chunks);
+            return self.backward_split(x, x_len, state, params, out, grad, workspaces, chunks);
         }
         let spec = &self.spec;
         let d = spec.dims();
@@ -473,7 +524,9 @@ impl FusedLayer {
             ((0..dirs).map(|k| deinterleave(y_all, k)).collect(), (0..dirs).map(|k| deinterleave(dy_all, k)).collect())
         };
         let concurrent = spec.concurrent();
-        let mut dxs: Vec<Vec<T>> = (0..dx_bufs).map(|_| vec![T::ZERO; dx_len]).collect();
+        // The first buffer becomes `dx`: without a lookup it is allocated at its full length.
+        let mut dxs: Vec<Vec<T>> =
+            (0..dx_bufs).map(|k| vec![T::ZERO; if k == 0 && !lookup { x_len } else { dx_len }]).collect();
         let o = spec.offsets();
         {
             let (dh0_all, dc0_all) = dstate.split_at_mut(dirs * spec.h_len());
@@ -510,12 +563,15 @@ impl FusedLayer {
                 let second = jobs.pop();
                 let first = jobs.pop();
                 if let (Some(a), Some(b)) = (first, second) {
-                    rayon::join(|| gemm::serial(|| run(a, &mut dx0[0])), || gemm::serial(|| run(b, &mut dx1[0])));
+                    rayon::join(
+                        || gemm::serial(|| run(a, &mut dx0[0][..dx_len])),
+                        || gemm::serial(|| run(b, &mut dx1[0][..dx_len])),
+                    );
                 }
             } else {
                 for job in jobs {
                     let k = if lookup { job.0 } else { 0 };
-                    run(job, &mut dxs[k]);
+                    run(job, &mut dxs[k][..dx_len]);
                 }
             }
         }
@@ -539,7 +595,13 @@ impl FusedLayer {
 impl FusedLayer {
     /// [`FusedLayer::forward`] with each direction's batch cut into `chunks` (see [`split`]): each
     /// (direction, chunk) pair runs the kernels single-threaded over its own rows, all at once.
-    fn forward_split<T: Element>(&self, x: &[T], state: &[T], params: &[T], chunks: usize) -> (Vec<T>, Vec<Buffer<T>>) {
+    fn forward_split<T: Element>(
+        &self,
+        x: &[T],
+        state: &[T],
+        params: &Params<'_, T>,
+        chunks: usize,
+    ) -> (Vec<T>, Vec<Buffer<T>>) {
         use rayon::prelude::*;
         let spec = &self.spec;
         let d = spec.dims();
@@ -590,8 +652,9 @@ impl FusedLayer {
     fn backward_split<T: Element>(
         &self,
         x: &[T],
+        x_len: usize,
         state: &[T],
-        params: &[T],
+        params: &Params<'_, T>,
         out: &[T],
         grad: &[T],
         workspaces: &[Buffer<T>],
@@ -661,7 +724,7 @@ impl FusedLayer {
                 })
             })
             .collect();
-        let mut dx = vec![T::ZERO; if lookup { x.len() } else { d.rows() * i }];
+        let mut dx = vec![T::ZERO; x_len];
         let mut dstate = vec![T::ZERO; spec.state_len()];
         let mut dparams = vec![T::ZERO; spec.params_len()];
         let mut dps = Vec::with_capacity(jobs.len());
@@ -721,6 +784,16 @@ impl LayerSpec {
     }
 
     /// A chunk's input: its rows of `x` gathered, or with `lookup` its ids (and no rows).
+    /// What the layer reads of its `x` input: all of it, or with [`LayerSpec::x_is_output`] the
+    /// first `rows · I` values.
+    fn layer_input<'a, T>(&self, x: &'a [T]) -> &'a [T] {
+        if self.x_is_output {
+            &x[..self.rows() * self.sizes.input_size]
+        } else {
+            x
+        }
+    }
+
     fn chunk_input<T: Element>(&self, x: &[T], chunk: &Chunk) -> (Buffer<T>, Vec<u32>) {
         let i = self.sizes.input_size;
         match &self.lookup {
@@ -851,12 +924,17 @@ fn contiguous<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> c
 }
 
 impl FusedLayer {
-    fn check_lengths(&self, x: usize, state: usize, params: usize) -> candle_core::Result<()> {
+    fn check_lengths(&self, x: usize, state: usize, params: &[usize]) -> candle_core::Result<()> {
         let i = self.spec.sizes.input_size;
         // With a lookup, `x` is a table of any number of rows of `I` values.
-        let x_want = if self.spec.lookup.is_some() && i > 0 && x % i == 0 { x } else { self.spec.rows() * i };
-        let want = (x_want, self.spec.state_len(), self.spec.params_len());
-        if (x, state, params) != want {
+        let rows = self.spec.rows() * i;
+        let x_want = if (self.spec.lookup.is_some() && i > 0 && x % i == 0) || (self.spec.x_is_output && x >= rows) {
+            x
+        } else {
+            rows
+        };
+        let want = (x_want, self.spec.state_len(), self.spec.param_lens());
+        if (x, state, params) != (want.0, want.1, &want.2[..]) {
             candle_core::bail!(
                 "internal error: fused recurrent op sizes (x, state, params) = {:?}, expected {:?}",
                 (x, state, params),
@@ -872,13 +950,13 @@ impl FusedLayer {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, state, params) = (contiguous::<T>(s1, l1)?, contiguous::<T>(s2, l2)?, contiguous::<T>(s3, l3)?);
-        self.check_lengths(x.len(), state.len(), params.len())?;
+        let (x, state) = (contiguous::<T>(s1, l1)?, contiguous::<T>(s2, l2)?);
+        let views = self.param_views()?;
+        let params = Params(views.iter().map(View::slice::<T>).collect::<candle_core::Result<_>>()?);
+        self.check_lengths(x.len(), state.len(), &params.0.iter().map(|p| p.len()).collect::<Vec<_>>())?;
         let chunks = self.spec.chunk_count();
-        let (out, workspaces) = self.forward(x, state, params, chunks);
+        let (out, workspaces) = self.forward(self.spec.layer_input(x), state, &params, chunks);
         if self.save {
             let mut saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("poisoned op state".into()))?;
             *saved = Some((chunks, T::wrap(workspaces)));
@@ -891,31 +969,49 @@ impl FusedLayer {
         &self,
         x: &Tensor,
         state: &Tensor,
-        params: &Tensor,
+        token: &Tensor,
         res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("poisoned op state".into()))?;
         let grad = grad.contiguous()?;
-        let views = [View::of(x)?, View::of(state)?, View::of(params)?, View::of(res)?, View::of(&grad)?];
-        let [x_s, state_s, params_s, res_s, grad_s] = [0, 1, 2, 3, 4].map(|i| views[i].slice::<T>());
-        let (x_s, state_s, params_s, res_s, grad_s) = (x_s?, state_s?, params_s?, res_s?, grad_s?);
+        let views = [View::of(x)?, View::of(state)?, View::of(res)?, View::of(&grad)?];
+        let [x_s, state_s, res_s, grad_s] = [0, 1, 2, 3].map(|i| views[i].slice::<T>());
+        let (x_s, state_s, res_s, grad_s) = (x_s?, state_s?, res_s?, grad_s?);
+        let param_views = self.param_views()?;
+        let params_s = &Params(param_views.iter().map(View::slice::<T>).collect::<candle_core::Result<_>>()?);
         let kept = saved.as_ref().and_then(|(chunks, saved)| Some((*chunks, T::unwrap(saved)?)));
+        let (x_len, x_s) = (x_s.len(), self.spec.layer_input(x_s));
         let (dx, dstate, dparams) = match kept {
-            Some((chunks, ws)) => self.backward(x_s, state_s, params_s, res_s, grad_s, ws, chunks),
+            Some((chunks, ws)) => self.backward(x_s, x_len, state_s, params_s, res_s, grad_s, ws, chunks),
             None => {
                 // The forward ran without keeping its workspaces: run it again.
                 let chunks = self.spec.chunk_count();
                 let (_, ws) = self.forward(x_s, state_s, params_s, chunks);
-                self.backward(x_s, state_s, params_s, res_s, grad_s, &ws, chunks)
+                self.backward(x_s, x_len, state_s, params_s, res_s, grad_s, &ws, chunks)
             }
         };
         drop(views);
+        drop(param_views);
         let dev = x.device();
         let dx = x.track_op().then(|| Tensor::from_vec(dx, x.shape(), dev)).transpose()?;
         let dstate = state.track_op().then(|| Tensor::from_vec(dstate, state.shape(), dev)).transpose()?;
-        let dparams = params.track_op().then(|| Tensor::from_vec(dparams, params.shape(), dev)).transpose()?;
-        Ok((dx, dstate, dparams))
+        let dtoken = match &self.link {
+            Some(link) => {
+                // One tensor, viewed as each parameter's gradient (the views share its storage).
+                let all = Tensor::from_vec(dparams, self.spec.params_len(), dev)?;
+                let mut at = 0;
+                let mut grads = Vec::with_capacity(self.params.len());
+                for p in &self.params {
+                    grads.push(all.narrow(0, at, p.elem_count())?.reshape(p.shape())?);
+                    at += p.elem_count();
+                }
+                link.set(grads)?;
+                Some(token.zeros_like()?)
+            }
+            None => None,
+        };
+        Ok((dx, dstate, dtoken))
     }
 }
 
@@ -934,12 +1030,12 @@ impl CustomOp3 for FusedLayer {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
+        _token: &CpuStorage,
+        _token_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         match s1.dtype() {
-            DType::F32 => self.cpu_fwd_typed::<f32>(s1, l1, s2, l2, s3, l3),
-            DType::F64 => self.cpu_fwd_typed::<f64>(s1, l1, s2, l2, s3, l3),
+            DType::F32 => self.cpu_fwd_typed::<f32>(s1, l1, s2, l2),
+            DType::F64 => self.cpu_fwd_typed::<f64>(s1, l1, s2, l2),
             other => candle_core::bail!("the fused recurrent kernels support F32 and F64, got {other:?}"),
         }
     }
@@ -948,15 +1044,120 @@ impl CustomOp3 for FusedLayer {
         &self,
         x: &Tensor,
         state: &Tensor,
-        params: &Tensor,
+        token: &Tensor,
         res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         match x.dtype() {
-            DType::F32 => self.bwd_typed::<f32>(x, state, params, res, grad),
-            DType::F64 => self.bwd_typed::<f64>(x, state, params, res, grad),
+            DType::F32 => self.bwd_typed::<f32>(x, state, token, res, grad),
+            DType::F64 => self.bwd_typed::<f64>(x, state, token, res, grad),
             other => candle_core::bail!("the fused recurrent kernels support F32 and F64, got {other:?}"),
         }
+    }
+}
+
+/// How a layer's parameter tensors reach its op in candle's graph without being copied into one
+/// tensor (a custom op takes at most three inputs, and a concatenation would cost a copy of every
+/// weight in the forward and a zero-filled gradient plus an addition of that copy's size in the
+/// backward).
+///
+/// [`ParamLink::tie`] chains one small op per parameter tensor into a one-value token, which is
+/// the layer op's third input; the layer op reads the tensors themselves. In the backward candle
+/// runs the layer op first (it consumes the token), which leaves every parameter's gradient here,
+/// and then the chain, last link first, whose op `k` hands parameter `k` its gradient. The first
+/// link, run last, clears what it read, so a later backward over the same graph starts afresh.
+#[derive(Default)]
+pub(crate) struct ParamLink {
+    grads: Mutex<Option<Vec<Tensor>>>,
+}
+
+impl ParamLink {
+    /// The token standing for `params` (all of them tracked by candle through it).
+    fn tie(params: &[Tensor], link: &Arc<ParamLink>) -> candle_core::Result<Tensor> {
+        let mut token: Option<Tensor> = None;
+        for (index, param) in params.iter().enumerate() {
+            let op = ParamChain { link: link.clone(), index };
+            token = Some(match token {
+                None => param.apply_op1(op)?,
+                Some(previous) => previous.apply_op2(param, op)?,
+            });
+        }
+        token.ok_or_else(|| candle_core::Error::Msg("internal error: a recurrent layer without parameters".into()))
+    }
+
+    fn set(&self, grads: Vec<Tensor>) -> candle_core::Result<()> {
+        *self.grads.lock().map_err(|_| candle_core::Error::Msg("poisoned parameter link".into()))? = Some(grads);
+        Ok(())
+    }
+
+    /// Parameter `index`'s gradient; the first link also clears them.
+    fn take(&self, index: usize) -> candle_core::Result<Tensor> {
+        let mut grads = self.grads.lock().map_err(|_| candle_core::Error::Msg("poisoned parameter link".into()))?;
+        let Some(grad) = grads.as_ref().and_then(|g| g.get(index)).cloned() else {
+            candle_core::bail!("internal error: a parameter link ran its backward before the layer's");
+        };
+        if index == 0 {
+            *grads = None;
+        }
+        Ok(grad)
+    }
+}
+
+/// Link `index` of a [`ParamLink`] chain: parameter `index` (and the previous link's token) in,
+/// a one-value token out.
+struct ParamChain {
+    link: Arc<ParamLink>,
+    index: usize,
+}
+
+/// A one-value zero of `storage`'s dtype.
+fn token_of(storage: &CpuStorage) -> candle_core::Result<(CpuStorage, Shape)> {
+    let zero = match storage.dtype() {
+        DType::F32 => CpuStorage::F32(vec![0.0]),
+        DType::F64 => CpuStorage::F64(vec![0.0]),
+        other => candle_core::bail!("the fused recurrent kernels support F32 and F64, got {other:?}"),
+    };
+    Ok((zero, Shape::from(1)))
+}
+
+impl CustomOp1 for ParamChain {
+    fn name(&self) -> &'static str {
+        "recur-parameter-link"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, _layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        token_of(storage)
+    }
+
+    fn bwd(&self, _param: &Tensor, _res: &Tensor, _grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(self.link.take(self.index)?))
+    }
+}
+
+impl CustomOp2 for ParamChain {
+    fn name(&self) -> &'static str {
+        "recur-parameter-link"
+    }
+
+    fn cpu_fwd(
+        &self,
+        token: &CpuStorage,
+        _token_layout: &Layout,
+        _param: &CpuStorage,
+        _param_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        token_of(token)
+    }
+
+    fn bwd(
+        &self,
+        _token: &Tensor,
+        _param: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        // The token's gradient only carries the chain on to the previous link.
+        Ok((Some(grad.clone()), Some(self.link.take(self.index)?)))
     }
 }
 
@@ -1031,5 +1232,82 @@ mod tests {
                 assert!(same, "lstm={lstm} bidirectional={bidirectional}: result {k} changed");
             }
         }
+    }
+
+    /// A small two-layer LSTM in f64 (the second layer reads the first's whole output) and a
+    /// `(T, B, I)` input.
+    fn two_layers(varmap: &VarMap) -> (Lstm, Var) {
+        let dev = Device::Cpu;
+        let vb = seeded_var_builder(varmap, 11, DType::F64, &dev);
+        let layer = Lstm::new(LstmConfig { num_layers: 2, bidirectional: true, ..LstmConfig::new(3, 4) }, vb).unwrap();
+        let values: Vec<f64> = (0..5 * 2 * 3).map(|k| (k as f64 * 0.41).cos()).collect();
+        (layer, Var::from_vec(values, (5, 2, 3), &dev).unwrap())
+    }
+
+    /// The gradient of every parameter, by name.
+    fn param_grads(varmap: &VarMap, grads: &candle_core::backprop::GradStore) -> Vec<(String, Vec<f64>)> {
+        let mut out: Vec<(String, Vec<f64>)> = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Two runs of one layer in one graph: each op's parameter link hands its own gradients over,
+    /// and the parameters get their sum.
+    #[test]
+    fn a_layer_run_twice_in_one_graph_gets_the_sum_of_both_gradients() {
+        let varmap = VarMap::new();
+        let (layer, x) = two_layers(&varmap);
+        let twice = (x.as_tensor() * 0.5).unwrap();
+        let loss_of = |input: &Tensor, scale: f64| {
+            let (out, state) = layer.forward(input, None).unwrap();
+            ((out.sqr().unwrap().sum_all().unwrap() * scale).unwrap() + state.h.sum_all().unwrap()).unwrap()
+        };
+        let first = param_grads(&varmap, &loss_of(x.as_tensor(), 1.0).backward().unwrap());
+        let second = param_grads(&varmap, &loss_of(&twice, 3.0).backward().unwrap());
+        let both = (loss_of(x.as_tensor(), 1.0) + loss_of(&twice, 3.0)).unwrap();
+        let together = param_grads(&varmap, &both.backward().unwrap());
+        assert_eq!(together.len(), 16, "every parameter of both layers and directions");
+        for ((name, got), ((_, a), (_, b))) in together.iter().zip(first.iter().zip(&second)) {
+            for (k, (g, (a, b))) in got.iter().zip(a.iter().zip(b)).enumerate() {
+                assert!((g - (a + b)).abs() < 1e-12, "{name}[{k}]: {g} against {a} + {b}");
+            }
+        }
+    }
+
+    /// The links clear what they handed over, and a second backward over the same graph gives the
+    /// same gradients again.
+    #[test]
+    fn backward_twice_over_one_graph_gives_the_same_gradients() {
+        let varmap = VarMap::new();
+        let (layer, x) = two_layers(&varmap);
+        let (out, _) = layer.forward(x.as_tensor(), None).unwrap();
+        let loss = out.sqr().unwrap().sum_all().unwrap();
+        let first = param_grads(&varmap, &loss.backward().unwrap());
+        let second = param_grads(&varmap, &loss.backward().unwrap());
+        assert_eq!(first, second);
+    }
+
+    /// Parameters that are plain tensors (loaded, not variables) need no link: the input still
+    /// gets its gradient, the same as with variables holding the same values.
+    #[test]
+    fn untracked_parameters_still_give_the_input_gradient() {
+        let varmap = VarMap::new();
+        let (layer, x) = two_layers(&varmap);
+        let plain: std::collections::HashMap<String, Tensor> =
+            varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect();
+        let vb = candle_nn::VarBuilder::from_tensors(plain, DType::F64, &Device::Cpu);
+        let frozen = Lstm::new(LstmConfig { num_layers: 2, bidirectional: true, ..LstmConfig::new(3, 4) }, vb).unwrap();
+        let dx = |l: &Lstm| -> Vec<f64> {
+            let (out, _) = l.forward(x.as_tensor(), None).unwrap();
+            let grads = out.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+        };
+        assert_eq!(dx(&frozen), dx(&layer));
     }
 }
