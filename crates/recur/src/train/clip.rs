@@ -20,7 +20,8 @@ pub enum NormType {
 ///
 /// `total = ‖[‖g₁‖, …, ‖gₙ‖]‖` (the norm of the per-tensor norms, which for L2 is the norm of all
 /// gradients together); `coef = min(max_norm / (total + 1e-6), 1)`; every gradient is multiplied by
-/// `coef`, also when `coef` is 1 (PyTorch does not branch).
+/// `coef`. When `coef` is 1 the gradients are left as they are, which is what PyTorch's
+/// multiplication by 1 gives, value for value.
 ///
 /// Norms are accumulated in f64 whatever the gradients' dtype; the coefficient is rounded to the
 /// gradients' dtype for the multiplication. With `error_if_nonfinite`, a NaN or infinite total
@@ -52,6 +53,11 @@ pub fn clip_grad_norm(
     }
     let coef = (max_norm / (total + 1e-6)).min(1.0);
     let coef = if coef.is_nan() { f64::NAN } else { coef };
+    if coef == 1.0 {
+        // PyTorch multiplies by the clamped coefficient even then; a product with 1 changes no
+        // value (NaN and infinities included), so the gradients are left as they are.
+        return Ok(total);
+    }
     for var in vars {
         let Some(grad) = grads.get(var.as_tensor()) else { continue };
         let scaled = match grad.dtype() {
