@@ -81,7 +81,9 @@ pub(crate) struct LayerSpec {
     pub(crate) x_is_output: bool,
 }
 
-/// Offsets of one direction's parameters inside its block of the flat parameter vector.
+/// Offsets of one direction's parameters inside its block of the flat parameter gradient (every
+/// parameter's values in registration order, one direction after the other; the kernels add into
+/// it, and the backward hands out views of it).
 #[derive(Clone, Copy, Debug)]
 struct ParamOffsets {
     w_ih: (usize, usize),
@@ -118,7 +120,7 @@ impl LayerSpec {
         ParamOffsets { w_ih, w_hh, b_ih, b_hh, w_hr, len: at }
     }
 
-    /// Length of the flat parameter vector (all directions).
+    /// Length of the flat parameter gradient (all directions).
     pub(crate) fn params_len(&self) -> usize {
         self.offsets().len * self.directions
     }
