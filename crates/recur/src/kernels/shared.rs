@@ -317,3 +317,75 @@ macro_rules! pointwise {
     };
 }
 pub(super) use pointwise;
+
+#[cfg(test)]
+mod tests {
+    use super::super::gemm::matmul_naive;
+    use super::super::testing::{assert_close, Rng};
+    use super::*;
+
+    /// A projected input (`Input::Projected`, the table `e · w_ihᵀ + b_ih` computed naively) gives
+    /// the gates of the rows it stands for, and its table gradient gives back the gradients of
+    /// the rows' path: the embedding's (`dtable · w_ih`, the rows' `dx` summed by id), `w_ih`'s
+    /// (`dtableᵀ · e`) and `b_ih`'s (column sums), while it leaves `dw_ih` and `db_ih` alone. For a
+    /// full batch and a packed one.
+    #[test]
+    fn a_projected_input_gives_what_its_rows_give() {
+        let (i, gw, v) = (5, 6, 7);
+        let packed = [4, 3, 3, 1];
+        for batch_sizes in [None, Some(&packed[..])] {
+            let d = Dims { seq_len: 4, batch: 4, batch_sizes, input_size: i, hidden_size: gw, proj_size: gw };
+            let rows = d.rows();
+            let mut rng = Rng::new(7);
+            let (e, w_ih, b_ih) = (rng.vec(v * i, 1.0), rng.vec(gw * i, 1.0), rng.vec(gw, 1.0));
+            // Every id used, some more than once.
+            let ids: Vec<u32> = (0..rows).map(|r| ((r * 3 + 1) % v) as u32).collect();
+            let x: Vec<f64> = ids.iter().flat_map(|&id| e[id as usize * i..(id as usize + 1) * i].to_vec()).collect();
+            let mut table = vec![0.0; v * gw];
+            for (row, e_row) in table.chunks_exact_mut(gw).zip(e.chunks_exact(i)) {
+                for (g, t) in row.iter_mut().enumerate() {
+                    *t = b_ih[g] + (0..i).map(|k| e_row[k] * w_ih[g * i + k]).sum::<f64>();
+                }
+            }
+            let projected = Input::Projected { table: &table, ids: &ids };
+            assert_eq!(Input::Rows(&x).check(d, gw), rows * i);
+            assert_eq!(projected.check(d, gw), v * gw);
+
+            let mut want = vec![0.0; rows * gw];
+            project_inputs(d, gw, Input::Rows(&x), &w_ih, Some(&b_ih), &mut want);
+            let mut got = vec![f64::NAN; rows * gw];
+            project_inputs(d, gw, projected, &w_ih, Some(&b_ih), &mut got);
+            assert_close("gates", &got, &want, 1e-12);
+
+            let dgates = rng.vec(rows * gw, 1.0);
+            let (mut dx, mut dw, mut db) = (vec![0.0; rows * i], vec![0.0; gw * i], vec![0.0; gw]);
+            input_grads(d, gw, &dgates, Input::Rows(&x), &w_ih, &mut dx, &mut dw, Some(&mut db));
+            let mut dtable = vec![0.0; v * gw];
+            let (mut dw_untouched, mut db_untouched) = (vec![0.0; gw * i], vec![0.0; gw]);
+            input_grads(d, gw, &dgates, projected, &w_ih, &mut dtable, &mut dw_untouched, Some(&mut db_untouched));
+            assert!(dw_untouched.iter().chain(&db_untouched).all(|&g| g == 0.0), "w_ih and b_ih are the caller's");
+
+            let mut de_want = vec![0.0; v * i];
+            for (r, &id) in ids.iter().enumerate() {
+                for k in 0..i {
+                    de_want[id as usize * i + k] += dx[r * i + k];
+                }
+            }
+            let mut de = vec![0.0; v * i];
+            matmul_naive(&mut de, i, false, MatRef::new(&dtable, v, gw), MatRef::new(&w_ih, gw, i));
+            assert_close("embedding gradient", &de, &de_want, 1e-12);
+            let mut dw_from_table = vec![0.0; gw * i];
+            matmul_naive(&mut dw_from_table, i, false, MatRef::new(&dtable, v, gw).t(), MatRef::new(&e, v, i));
+            assert_close("w_ih gradient", &dw_from_table, &dw, 1e-12);
+            let db_from_table: Vec<f64> = (0..gw).map(|g| (0..v).map(|row| dtable[row * gw + g]).sum()).collect();
+            assert_close("b_ih gradient", &db_from_table, &db, 1e-12);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "every id must be below the table's V rows")]
+    fn a_projected_input_with_an_id_past_the_table_is_refused() {
+        let d = Dims { seq_len: 2, batch: 1, batch_sizes: None, input_size: 3, hidden_size: 2, proj_size: 2 };
+        Input::Projected { table: &[0.0f64; 4], ids: &[0, 2] }.check(d, 2);
+    }
+}
