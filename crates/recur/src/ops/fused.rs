@@ -25,11 +25,15 @@ use std::sync::{Arc, Mutex};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Storage, StorageRef, Tensor};
 
+use super::contiguous_values;
 use super::pool::{Buffer, Pooled};
 use super::split::{self, Chunk};
 use crate::kernels::gemm::MatRef;
 use crate::kernels::rnn::Activation;
 use crate::kernels::{gemm, gru, lstm, rnn, Dims, Float, Grads, Input, Weights};
+
+/// How errors name the op.
+const OP: &str = "the fused recurrent op";
 
 /// The cell a layer is made of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -904,7 +908,7 @@ impl<'a> View<'a> {
     fn of(t: &'a Tensor) -> candle_core::Result<Self> {
         let (storage, layout) = t.storage_and_layout();
         let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("internal error: the fused recurrent op got a non-contiguous tensor");
+            candle_core::bail!("internal error: {OP} got a non-contiguous tensor");
         };
         Ok(Self { storage, start, end })
     }
@@ -914,14 +918,6 @@ impl<'a> View<'a> {
             candle_core::bail!("the fused recurrent kernels run on the CPU only");
         };
         Ok(&cpu.as_slice::<T>()?[self.start..self.end])
-    }
-}
-
-fn contiguous<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
-    let data = s.as_slice::<T>()?;
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("internal error: the fused recurrent op got a non-contiguous tensor"),
     }
 }
 
@@ -953,7 +949,7 @@ impl FusedLayer {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, state) = (contiguous::<T>(s1, l1)?, contiguous::<T>(s2, l2)?);
+        let (x, state) = (contiguous_values::<T>(s1, l1, OP)?, contiguous_values::<T>(s2, l2, OP)?);
         let views = self.param_views()?;
         let params = Params(views.iter().map(View::slice::<T>).collect::<candle_core::Result<_>>()?);
         self.check_lengths(x.len(), state.len(), &params.0.iter().map(|p| p.len()).collect::<Vec<_>>())?;

@@ -16,6 +16,7 @@ use candle_core::{backend::BackendStorage, CpuStorage, DType, Layout, Shape, Ten
 use super::loss::{check_float, class_indices, cross_entropy, Real};
 use crate::kernels::gemm::{matmul, MatRef};
 use crate::kernels::Float;
+use crate::ops::contiguous_values as values;
 use crate::{Error, Result};
 
 const NAME: &str = "linear_cross_entropy";
@@ -236,14 +237,6 @@ fn backward<T: Float>(
     (dx, dw, db)
 }
 
-/// A contiguous CPU storage's values.
-fn values<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&s.as_slice::<T>()?[start..end]),
-        None => candle_core::bail!("internal error: {NAME} got a non-contiguous tensor"),
-    }
-}
-
 impl LinearCe {
     fn classes(&self, weight: &Layout) -> usize {
         weight.dims()[0]
@@ -258,13 +251,15 @@ impl LinearCe {
         let classes = self.classes(w.1);
         let (loss, saved) = match x.0 {
             CpuStorage::F32(_) => {
-                let b = b.map(|(s, l)| values::<f32>(s, l)).transpose()?;
-                let (total, probs) = forward(values(x.0, x.1)?, values(w.0, w.1)?, b, &self.targets, classes);
+                let b = b.map(|(s, l)| values::<f32>(s, l, NAME)).transpose()?;
+                let (total, probs) =
+                    forward(values(x.0, x.1, NAME)?, values(w.0, w.1, NAME)?, b, &self.targets, classes);
                 (CpuStorage::F32(vec![(total / self.kept as f64) as f32]), Saved::F32(probs))
             }
             CpuStorage::F64(_) => {
-                let b = b.map(|(s, l)| values::<f64>(s, l)).transpose()?;
-                let (total, probs) = forward(values(x.0, x.1)?, values(w.0, w.1)?, b, &self.targets, classes);
+                let b = b.map(|(s, l)| values::<f64>(s, l, NAME)).transpose()?;
+                let (total, probs) =
+                    forward(values(x.0, x.1, NAME)?, values(w.0, w.1, NAME)?, b, &self.targets, classes);
                 (CpuStorage::F64(vec![total / self.kept as f64]), Saved::F64(probs))
             }
             other => candle_core::bail!("{NAME} supports F32 and F64, got {:?}", other.dtype()),
@@ -290,11 +285,12 @@ impl LinearCe {
         Ok(match saved {
             Saved::F32(probs) => {
                 let (dx, dw, db) =
-                    backward(probs, values(xs, xl)?, values(ws, wl)?, &self.targets, classes, scale as f32);
+                    backward(probs, values(xs, xl, NAME)?, values(ws, wl, NAME)?, &self.targets, classes, scale as f32);
                 (Tensor::from_vec(dx, x.shape(), dev)?, Tensor::from_vec(dw, w.shape(), dev)?, Tensor::new(db, dev)?)
             }
             Saved::F64(probs) => {
-                let (dx, dw, db) = backward(probs, values(xs, xl)?, values(ws, wl)?, &self.targets, classes, scale);
+                let (dx, dw, db) =
+                    backward(probs, values(xs, xl, NAME)?, values(ws, wl, NAME)?, &self.targets, classes, scale);
                 (Tensor::from_vec(dx, x.shape(), dev)?, Tensor::from_vec(dw, w.shape(), dev)?, Tensor::new(db, dev)?)
             }
         })
