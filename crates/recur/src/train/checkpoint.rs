@@ -152,11 +152,23 @@ impl Checkpoint {
     /// Parses and validates checkpoint bytes; `origin` names them in errors.
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self> {
         let bad = |message: String, fix: &str| Error::checkpoint(origin, message, fix);
-        if bytes.starts_with(b"PK\x03\x04") || bytes.first() == Some(&0x80) {
-            return Err(bad(
-                "this is a PyTorch pickle (torch.save / .pt) file, which Recur never unpickles".into(),
-                "convert it offline: `from safetensors.torch import save_file; save_file(model.state_dict(), \"model.safetensors\")`",
-            ));
+        let convert = "convert it offline: `from safetensors.torch import save_file; save_file(model.state_dict(), \"model.safetensors\")`";
+        match FileKind::sniff(bytes) {
+            FileKind::Safetensors | FileKind::Unknown => {}
+            FileKind::TorchZip => {
+                return Err(bad(
+                    "this is a zip archive (torch.save's default format, a .pt/.pth file), whose data.pkl \
+                     Recur never unpickles"
+                        .into(),
+                    convert,
+                ))
+            }
+            FileKind::Pickle => {
+                return Err(bad(
+                    "this is a Python pickle (a legacy torch.save / .pt file), which Recur never unpickles".into(),
+                    convert,
+                ))
+            }
         }
         let st = SafeTensors::deserialize(bytes).map_err(|e| st_error(origin, e))?;
         let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| st_error(origin, e))?;
@@ -298,6 +310,42 @@ impl Checkpoint {
             format!("config mismatch: {}", diffs.join(", ")),
             "use the configuration the checkpoint was trained with",
         ))
+    }
+}
+
+/// What a file is, judged by its structure rather than by any single byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// safetensors: an 8-byte little-endian header length `n` with `8 + n` within the file,
+    /// followed by a JSON header that opens with `{`. (The first byte is the header length's low
+    /// byte, so it can be anything, `0x80` included.)
+    Safetensors,
+    /// A zip archive (`PK\x03\x04`): what `torch.save` writes since PyTorch 1.6.
+    TorchZip,
+    /// A Python pickle of protocol 2 to 5 (`0x80` then the protocol number): what
+    /// `torch.save(..., _use_new_zipfile_serialization=False)` and `pickle.dump` write.
+    Pickle,
+    /// None of these (for example a truncated file).
+    Unknown,
+}
+
+impl FileKind {
+    /// Classifies `bytes`. A valid safetensors layout wins over every other reading.
+    pub fn sniff(bytes: &[u8]) -> Self {
+        if let Some(head) = bytes.get(..8) {
+            let n = u64::from_le_bytes(head.try_into().expect("8 bytes"));
+            let fits = n >= 2 && (bytes.len() as u64 - 8) >= n;
+            if fits && bytes[8] == b'{' {
+                return FileKind::Safetensors;
+            }
+        }
+        if bytes.starts_with(b"PK\x03\x04") {
+            return FileKind::TorchZip;
+        }
+        if bytes.len() >= 2 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1]) {
+            return FileKind::Pickle;
+        }
+        FileKind::Unknown
     }
 }
 
