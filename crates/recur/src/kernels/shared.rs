@@ -51,7 +51,7 @@ pub(super) fn prev_state<'a, T: Copy>(
 pub(super) fn check_layout(d: Dims) {
     if let Some(sizes) = d.batch_sizes {
         assert_eq!(sizes.len(), d.seq_len, "batch_sizes must have T entries");
-        assert!(sizes.first().map_or(true, |&first| first == d.batch), "batch_sizes[0] must be B");
+        assert!(sizes.first().is_none_or(|&first| first == d.batch), "batch_sizes[0] must be B");
         assert!(sizes.iter().all(|&s| s > 0), "batch_sizes must not hold 0");
         assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "batch_sizes must not increase");
     }
