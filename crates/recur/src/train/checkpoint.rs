@@ -404,8 +404,12 @@ pub fn save_checkpoint_with_hook(
     checkpoint: &Checkpoint,
     before_write: &mut dyn FnMut(u64) -> io::Result<()>,
 ) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let bytes = checkpoint.to_bytes()?;
+    save_bytes_with_hook(path, &bytes, before_write)
+}
+
+fn save_bytes_with_hook(path: &Path, bytes: &[u8], before_write: &mut dyn FnMut(u64) -> io::Result<()>) -> Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
         return Err(Error::checkpoint(
             path.display().to_string(),
@@ -418,10 +422,11 @@ pub fn save_checkpoint_with_hook(
         _ => Path::new(".").to_path_buf(),
     };
     let tmp = dir.join(format!(".{file_name}.tmp-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
-    let fix = "check that the folder exists, is writable and has free space; the previous checkpoint is unchanged";
-    let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| {
-        Error::io("cannot create a temporary file to save the checkpoint in the folder of", path, e, fix)
-    })?;
+    let fix = "check that the folder exists, is writable and has free space; the previous file is unchanged";
+    let mut file =
+        OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| {
+            Error::io("cannot create a temporary file to save (atomically) in the folder of", path, e, fix)
+        })?;
     let written = (|| -> io::Result<()> {
         let mut done = 0u64;
         for chunk in bytes.chunks(WRITE_CHUNK) {
@@ -435,16 +440,25 @@ pub fn save_checkpoint_with_hook(
     let renamed = written.and_then(|()| fs::rename(&tmp, path));
     if let Err(e) = renamed {
         let _ = fs::remove_file(&tmp);
-        return Err(Error::io("cannot save the checkpoint", path, e, fix));
+        return Err(Error::io("cannot save", path, e, fix));
     }
     // Make the rename itself durable.
     File::open(&dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("saved the checkpoint but cannot sync the folder of", path, e, fix))
+        .map_err(|e| Error::io("saved but cannot sync the folder of", path, e, fix))
+}
+
+/// Writes `bytes` to `path` atomically, as [`save_checkpoint`] writes a checkpoint: a temporary
+/// file `.{name}.tmp-{pid}-{n}` in the same folder, synced, renamed over `path`, then the folder
+/// synced, so `path` holds either its old content or all of the new one. For the other files of a
+/// run (metrics, plots); [`remove_stale_temp_files`] cleans what a killed process left.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    save_bytes_with_hook(path, bytes, &mut |_| Ok(()))
 }
 
 /// Removes the temporary files an interrupted save of `path` left in its folder (they are never
-/// read); returns how many were removed.
+/// read); returns how many were removed. Call it only while no other process saves into that
+/// folder (for example while holding the run's folder lock).
 pub fn remove_stale_temp_files(path: &Path) -> Result<usize> {
     let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else { return Ok(0) };
     let dir = match path.parent() {

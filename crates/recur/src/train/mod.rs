@@ -11,8 +11,8 @@ mod schedule;
 mod tbptt;
 
 pub use checkpoint::{
-    load_params, remove_stale_temp_files, save_checkpoint, save_checkpoint_with_hook, Checkpoint, FileKind,
-    CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION,
+    load_params, remove_stale_temp_files, save_checkpoint, save_checkpoint_with_hook, write_file_atomic, Checkpoint,
+    FileKind, CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION,
 };
 pub use clip::{clip_grad_norm, clip_grad_value, NormType};
 pub use linear_ce::linear_cross_entropy;

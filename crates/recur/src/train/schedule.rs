@@ -148,6 +148,17 @@ impl Scheduler {
         self.lr
     }
 
+    /// The schedule this scheduler follows.
+    pub fn schedule(&self) -> &LrSchedule {
+        &self.schedule
+    }
+
+    /// The rate after `t` steps by the schedule's closed form (for
+    /// [`LrSchedule::ReduceOnPlateau`], whose rate depends on the metrics, the base rate).
+    pub fn rate_after(&self, t: u64) -> f64 {
+        self.rate_at(t)
+    }
+
     /// How many times [`Scheduler::step`] was called.
     pub fn steps(&self) -> u64 {
         self.steps
