@@ -4,7 +4,6 @@
 //! atomically with a checksum.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -12,12 +11,15 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use recur::data::Vocab;
 use recur::models::{CellType, CharLm, CharLmConfig};
-use recur::train::{load_params, named_vars, save_checkpoint, Checkpoint, OptimizerState};
+use recur::train::{load_params, named_vars, save_checkpoint, save_checkpoint_with_hook, Checkpoint, OptimizerState};
 use recur::State;
 use serde_json::{json, Value};
 
 use crate::toolkit::Trainer;
 use crate::train::RunConfig;
+
+/// Test hook: milliseconds to sleep before each 4 KiB written by a checkpoint save.
+pub const WRITE_DELAY_ENV: &str = "RECUR_TEST_WRITE_DELAY_MS";
 
 /// The task tag of a char-LM checkpoint.
 pub const TASK: &str = "char-lm";
@@ -37,10 +39,25 @@ pub struct RunState {
     pub tokens: u64,
     /// The best validation loss so far.
     pub best_val: Option<f64>,
+    /// The step of `best_val`.
+    pub best_step: Option<usize>,
     /// Training time so far, over all sessions.
     pub elapsed_s: f64,
     /// `(step, train loss, validation loss)` at every evaluation.
     pub history: Vec<(usize, f64, Option<f64>)>,
+    /// Sum and count of the training losses since the last evaluation (the next row's mean).
+    pub window_sum: f64,
+    /// See `window_sum`.
+    pub window_count: usize,
+}
+
+/// The text a run trained on: its name (a path, or the embedded corpus's), a CRC-32 of its bytes
+/// and its length in characters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextInfo {
+    pub name: String,
+    pub crc32: String,
+    pub chars: usize,
 }
 
 /// A checkpoint read back.
@@ -55,6 +72,8 @@ pub struct TaskCheckpoint {
     pub carried: Option<State>,
     /// The layers' dropout generator position.
     pub dropout_state: Option<u128>,
+    /// The training text (checkpoints before this field was written: unknown).
+    pub text: Option<TextInfo>,
 }
 
 impl TaskCheckpoint {
@@ -66,27 +85,10 @@ impl TaskCheckpoint {
     }
 }
 
-/// Writes `bytes` to `path` so that `path` holds either its old content or all of the new: a
-/// temporary file in the same folder, flushed to disk, renamed over `path`, then the folder synced.
+/// Writes `bytes` to `path` atomically, with the library's writer (see
+/// `recur::train::write_file_atomic`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot write {}", path.display()));
-    }
-    Ok(())
+    recur::train::write_file_atomic(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn config_json(config: &RunConfig) -> Value {
@@ -98,7 +100,7 @@ fn config_json(config: &RunConfig) -> Value {
         },
         "seq_len": config.seq_len, "batch_size": config.batch_size, "lr": config.lr,
         "optimizer": config.optimizer, "lr_schedule": config.lr_schedule, "grad_clip": config.grad_clip,
-        "max_steps": config.max_steps, "val_fraction": config.val_fraction, "seed": config.seed,
+        "max_steps": config.max_steps, "schedule_steps": config.schedule_steps, "val_fraction": config.val_fraction, "seed": config.seed,
         "eval_every": config.eval_every,
     })
 }
@@ -106,7 +108,8 @@ fn config_json(config: &RunConfig) -> Value {
 fn run_json(run: &RunState) -> Value {
     json!({
         "step": run.step, "epoch": run.epoch, "position": run.position, "tokens": run.tokens,
-        "best_val": run.best_val, "elapsed_s": run.elapsed_s,
+        "best_val": run.best_val, "best_step": run.best_step, "elapsed_s": run.elapsed_s,
+        "window_sum": run.window_sum, "window_count": run.window_count,
         "history": run.history.iter().map(|(s, t, v)| json!([s, t, v])).collect::<Vec<_>>(),
     })
 }
@@ -122,6 +125,7 @@ pub fn save(
     run: &RunState,
     trainer: &Trainer,
     carried: Option<&State>,
+    text: &TextInfo,
 ) -> Result<()> {
     let (optimizer, schedule) = trainer.state()?;
     let ckpt = Checkpoint {
@@ -134,6 +138,7 @@ pub fn save(
             "task": TASK,
             "vocab": vocab.as_string(),
             "run": run_json(run),
+            "text": { "name": text.name, "crc32": text.crc32, "chars": text.chars },
             // u128 as a string: JSON numbers lose precision past 2^53.
             "dropout_state": model.rnn().dropout_state().to_string(),
         }),
@@ -143,7 +148,17 @@ pub fn save(
         rng: None,
         recur_version: recur::VERSION.to_string(),
     };
-    save_checkpoint(path, &ckpt).with_context(|| format!("cannot save the checkpoint {}", path.display()))
+    // Fault-injection tests stretch every save over many milliseconds, so that a kill at a
+    // random moment lands inside one (tests/faults.rs); unset, the plain save.
+    let delay = std::env::var(WRITE_DELAY_ENV).ok().and_then(|v| v.parse::<u64>().ok()).filter(|&ms| ms > 0);
+    match delay {
+        Some(ms) => save_checkpoint_with_hook(path, &ckpt, &mut |_| {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            Ok(())
+        }),
+        None => save_checkpoint(path, &ckpt),
+    }
+    .with_context(|| format!("cannot save the checkpoint {}", path.display()))
 }
 
 fn field<'a>(v: &'a Value, key: &str) -> Result<&'a Value> {
@@ -188,6 +203,11 @@ pub fn load(path: &Path) -> Result<TaskCheckpoint> {
         lr_schedule: as_str(config, "lr_schedule")?.to_string(),
         grad_clip: as_f64(config, "grad_clip")?,
         max_steps: as_usize(config, "max_steps")?,
+        // Written since the schedule's horizon stopped following --max-steps on resume.
+        schedule_steps: match config.get("schedule_steps") {
+            Some(_) => as_usize(config, "schedule_steps")?,
+            None => as_usize(config, "max_steps")?,
+        },
         val_fraction: as_f64(config, "val_fraction")?,
         seed: field(config, "seed")?.as_u64().context("`seed` is not a whole number")?,
         eval_every: as_usize(config, "eval_every")?,
@@ -215,9 +235,19 @@ pub fn load(path: &Path) -> Result<TaskCheckpoint> {
         position: ckpt.position as usize,
         tokens: field(run, "tokens")?.as_u64().context("`tokens` is not a whole number")?,
         best_val: field(run, "best_val")?.as_f64(),
+        best_step: run.get("best_step").and_then(Value::as_u64).map(|s| s as usize),
         elapsed_s: as_f64(run, "elapsed_s")?,
         history,
+        window_sum: run.get("window_sum").and_then(Value::as_f64).unwrap_or(0.0),
+        window_count: run.get("window_count").and_then(Value::as_u64).unwrap_or(0) as usize,
     };
+    let text = ckpt.task.get("text").and_then(|t| {
+        Some(TextInfo {
+            name: t.get("name")?.as_str()?.to_string(),
+            crc32: t.get("crc32")?.as_str()?.to_string(),
+            chars: t.get("chars")?.as_u64()? as usize,
+        })
+    });
     Ok(TaskCheckpoint {
         config: run_config,
         vocab,
@@ -228,6 +258,7 @@ pub fn load(path: &Path) -> Result<TaskCheckpoint> {
         schedule: ckpt.schedule,
         carried: ckpt.carried,
         dropout_state: ckpt.task.get("dropout_state").and_then(Value::as_str).and_then(|s| s.parse().ok()),
+        text,
     })
 }
 

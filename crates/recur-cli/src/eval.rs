@@ -3,11 +3,11 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{Context, Result};
 use clap::Args;
+use recur::data::decode_utf8;
 
 use crate::checkpoint;
-use crate::corpus::Corpus;
 use crate::streams::evaluate;
 
 /// Flags of `recur eval`.
@@ -16,23 +16,58 @@ pub struct EvalArgs {
     /// The checkpoint to evaluate.
     #[arg(long, value_name = "FILE")]
     pub checkpoint: PathBuf,
-    /// UTF-8 text to score (only characters the model knows).
+    /// UTF-8 text to score: every character after the first.
     #[arg(long, value_name = "FILE")]
     pub text: PathBuf,
+    /// Leave out (and count) the characters the model never saw, instead of refusing the text.
+    #[arg(long)]
+    pub skip_unknown: bool,
 }
 
 /// Runs `recur eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
     let ckpt = checkpoint::load(&args.checkpoint)?;
     let model = ckpt.model()?;
-    let (name, ids) = Corpus::with_vocab(&args.text, &ckpt.vocab)?;
-    let seq_len = ckpt.config.seq_len;
-    if ids.len() < seq_len + 1 {
-        bail!("{name} has {} characters; scoring needs at least --seq-len + 1 = {}", ids.len(), seq_len + 1);
-    }
-    let (loss, count) = evaluate(&model, &ids, ckpt.config.batch_size, seq_len)?;
+    let name = args.text.display().to_string();
+    let bytes = std::fs::read(&args.text).with_context(|| format!("cannot read the text file {name}"))?;
+    let text = decode_utf8(&bytes).with_context(|| format!("cannot use {name}"))?;
+    let vocab = &ckpt.vocab;
+    let (ids, skipped, unknown) = if args.skip_unknown {
+        let mut unknown: Vec<char> = Vec::new();
+        let mut skipped = 0usize;
+        let ids: Vec<u32> = text
+            .chars()
+            .filter_map(|c| {
+                let id = vocab.id(c);
+                if id.is_none() {
+                    skipped += 1;
+                    if !unknown.contains(&c) {
+                        unknown.push(c);
+                    }
+                }
+                id
+            })
+            .collect();
+        (ids, skipped, unknown)
+    } else {
+        let ids = vocab.encode("text", text).with_context(|| {
+            format!("cannot evaluate on {name} (pass --skip-unknown to leave out the characters the model never saw)")
+        })?;
+        (ids, 0, Vec::new())
+    };
+    let (loss, count) = evaluate(&model, &ids, ckpt.config.batch_size, ckpt.config.seq_len)
+        .with_context(|| format!("cannot score {name}"))?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{name}: {count} characters scored")?;
+    writeln!(out, "{name}: {count} characters scored (every one after the first)")?;
+    if skipped > 0 {
+        let shown: String = unknown.iter().take(20).map(|c| c.escape_debug().to_string()).collect();
+        writeln!(
+            out,
+            "skipped {skipped} occurrences of {} characters the model never saw: {shown}{}",
+            unknown.len(),
+            if unknown.len() > 20 { "…" } else { "" }
+        )?;
+    }
     writeln!(out, "loss        {loss:.4} nats/char")?;
     writeln!(out, "perplexity  {:.4}", loss.exp())?;
     writeln!(out, "bits/char   {:.4}", loss / std::f64::consts::LN_2)?;

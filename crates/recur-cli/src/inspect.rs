@@ -52,6 +52,9 @@ pub fn run(args: InspectArgs) -> Result<()> {
     if let Some(best) = r.best_val {
         writeln!(out, "best validation loss: {best:.4}")?;
     }
+    if let Some(text) = &ckpt.text {
+        writeln!(out, "trained on: {} ({} characters, crc32 {})", text.name, text.chars, text.crc32)?;
+    }
     writeln!(out, "written by recur {}", ckpt.recur_version)?;
     Ok(())
 }

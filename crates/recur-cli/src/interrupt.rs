@@ -1,26 +1,72 @@
-//! Ctrl-C: the first one asks the run to stop after the current step (it saves a checkpoint and
-//! exits with 130); a second one exits at once.
+//! Stop requests: SIGINT (Ctrl-C) and SIGTERM (what `kill`, `timeout`, systemd and job schedulers
+//! send) both ask the run to stop after the current step; it saves `last.safetensors` and exits
+//! with 130 (SIGINT) or 143 (SIGTERM). A second signal of either kind exits at once, with the
+//! same code (checkpoints are written atomically, so none is torn).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
-static PRESSES: AtomicUsize = AtomicUsize::new(0);
-
-/// Installs the handler (once per process).
-pub fn install() -> Result<()> {
-    ctrlc::set_handler(|| {
-        if PRESSES.fetch_add(1, Ordering::SeqCst) >= 1 {
-            // Second Ctrl-C: leave now. Checkpoints are written atomically, so none is torn.
-            eprintln!("\ninterrupted again: exiting without saving");
-            std::process::exit(130);
-        }
-        eprintln!("\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to quit at once)");
-    })
-    .context("cannot install the Ctrl-C handler")
+struct Flags {
+    stop: Arc<AtomicBool>,
+    signal: Arc<AtomicUsize>,
 }
 
-/// Whether a stop was asked for.
-pub fn requested() -> bool {
-    PRESSES.load(Ordering::SeqCst) > 0
+static FLAGS: OnceLock<Flags> = OnceLock::new();
+
+/// Installs the handlers (once per process).
+pub fn install() -> Result<()> {
+    if FLAGS.get().is_some() {
+        return Ok(());
+    }
+    let flags = Flags { stop: Arc::new(AtomicBool::new(false)), signal: Arc::new(AtomicUsize::new(0)) };
+    for (signal, code) in [(SIGINT, 130), (SIGTERM, 143)] {
+        // Registered first, so it sees the flag as the previous signal left it: the second
+        // signal exits at once.
+        signal_hook::flag::register_conditional_shutdown(signal, code, Arc::clone(&flags.stop))
+            .context("cannot install the signal handlers")?;
+        signal_hook::flag::register_usize(signal, Arc::clone(&flags.signal), signal as usize)
+            .context("cannot install the signal handlers")?;
+        signal_hook::flag::register(signal, Arc::clone(&flags.stop)).context("cannot install the signal handlers")?;
+    }
+    let _ = FLAGS.set(flags);
+    Ok(())
+}
+
+/// A stop signal that arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGINT: Ctrl-C.
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+}
+
+impl Stop {
+    /// The exit code of a run stopped by this signal: 128 + the signal's number.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Stop::Interrupt => 130,
+            Stop::Terminate => 143,
+        }
+    }
+
+    /// The signal's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stop::Interrupt => "SIGINT",
+            Stop::Terminate => "SIGTERM",
+        }
+    }
+}
+
+/// The stop that was asked for, if any.
+pub fn requested() -> Option<Stop> {
+    let flags = FLAGS.get()?;
+    if !flags.stop.load(Ordering::SeqCst) {
+        return None;
+    }
+    Some(if flags.signal.load(Ordering::SeqCst) == SIGTERM as usize { Stop::Terminate } else { Stop::Interrupt })
 }

@@ -2,17 +2,20 @@
 //!
 //! A thin binary: flags are parsed once here, turned into library calls, and the exit code is
 //! decided in one place, [`main`]: 0 on success, 1 on an error (one line on stderr), 2 on a usage
-//! error, 130 when a run was interrupted with Ctrl-C (after saving a checkpoint). Typed errors live
-//! in the library; this binary only adds context with `anyhow` and prints.
+//! error, 130 or 143 when a run was stopped by SIGINT (Ctrl-C) or SIGTERM (after saving a
+//! checkpoint). A closed standard output (`| head`) ends a command quietly, and never a training
+//! run. Typed errors live in the library; this binary only adds context with `anyhow` and prints.
 
 mod checkpoint;
 mod compare;
+mod console;
 mod corpus;
 mod eval;
 mod gradflow;
 mod inspect;
 mod interrupt;
 mod progress;
+mod rundir;
 mod sample;
 mod streams;
 mod toolkit;
@@ -22,7 +25,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Recur: PyTorch-compatible recurrent networks (RNN, LSTM, GRU) on the CPU.
 #[derive(Debug, Parser)]
@@ -50,43 +54,80 @@ enum Command {
     Info,
 }
 
-/// A run that stopped on Ctrl-C after saving its checkpoint: exit code 130.
+/// A run that stopped on a signal after saving its checkpoint: exit code 128 + the signal.
 #[derive(Debug)]
-struct Interrupted;
+struct Stopped {
+    code: u8,
+}
 
-impl std::fmt::Display for Interrupted {
+impl std::fmt::Display for Stopped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("interrupted")
+        write!(f, "stopped by a signal (exit code {})", self.code)
     }
 }
 
-impl std::error::Error for Interrupted {}
+impl std::error::Error for Stopped {}
+
+/// Whether `err` comes from writing to a closed pipe.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
+}
 
 fn main() -> ExitCode {
     recur::keep_freed_memory();
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(err) => {
             // `--help` and `--version` arrive here too, with exit code 0.
             let _ = err.print();
             return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
         }
     };
-    match run(cli) {
+    match run(cli, &matches) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) if err.is::<Interrupted>() => ExitCode::from(130),
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
+        Err(err) => match err.downcast_ref::<Stopped>() {
+            Some(stopped) => ExitCode::from(stopped.code),
+            None if is_broken_pipe(&err) => ExitCode::SUCCESS,
+            None => {
+                console::err(format_args!("error: {}", one_line(&err)));
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// The error and its causes on one line, each cause once: the library's errors already name
+/// the operating system's error that they also return as their source.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// The ids of the flags given on the command line (not defaults) of the subcommand.
+fn explicit_flags(matches: &ArgMatches) -> Vec<String> {
+    let Some((_, sub)) = matches.subcommand() else { return Vec::new() };
+    sub.ids()
+        .filter(|id| sub.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| id.as_str().to_string())
+        .collect()
+}
+
+fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
     match cli.command {
         Command::Train(args) => {
             interrupt::install()?;
-            train::run(args)
+            train::run(args, &explicit_flags(matches))
         }
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),

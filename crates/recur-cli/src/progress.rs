@@ -1,8 +1,10 @@
 //! What a training run shows while it goes: one updating line on a terminal, or a plain line per
 //! report when the output is a file or a pipe (or with `--quiet`, nothing but the essentials).
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::Duration;
+
+use crate::console;
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +38,8 @@ pub struct Snapshot {
     pub loss: f64,
     pub val_loss: Option<f64>,
     pub tokens_per_s: f64,
+    /// What a token is, for the throughput: `chars` for the character model.
+    pub unit: &'static str,
     pub eta: Option<Duration>,
 }
 
@@ -57,15 +61,19 @@ impl Progress {
         };
         let val = s.val_loss.map_or(String::new(), |v| format!(" | val {v:.4}"));
         let eta = s.eta.map_or(String::new(), |d| format!(" | ETA {}", duration(d)));
-        format!("{steps} | epoch {} | loss {:.4}{val} | {} tok/s{eta}", s.epoch, s.loss, thousands(s.tokens_per_s))
+        format!(
+            "{steps} | epoch {} | loss {:.4}{val} | {} {}/s{eta}",
+            s.epoch,
+            s.loss,
+            thousands(s.tokens_per_s),
+            s.unit
+        )
     }
 
     /// A quick update (every step); shown only on a terminal.
     pub fn tick(&mut self, s: &Snapshot) {
         if self.style == Style::Live {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K{}", Self::line(s));
-            let _ = err.flush();
+            console::err_raw(&format!("\r\x1b[2K{}", Self::line(s)));
             self.live_shown = true;
         }
     }
@@ -75,9 +83,9 @@ impl Progress {
         match self.style {
             Style::Live => {
                 self.clear();
-                eprintln!("{}", Self::line(s));
+                console::err(format_args!("{}", Self::line(s)));
             }
-            Style::Lines => eprintln!("{}", Self::line(s)),
+            Style::Lines => console::err(format_args!("{}", Self::line(s))),
             Style::Quiet => {}
         }
     }
@@ -85,9 +93,7 @@ impl Progress {
     /// Clears the live line so other output starts on a clean line.
     pub fn clear(&mut self) {
         if self.live_shown {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K");
-            let _ = err.flush();
+            console::err_raw("\r\x1b[2K");
             self.live_shown = false;
         }
     }
@@ -113,5 +119,42 @@ pub fn thousands(v: f64) -> String {
         format!("{:.1}k", v / 1e3)
     } else {
         format!("{v:.0}")
+    }
+}
+
+/// `1 epoch`, `2 epochs`.
+pub fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(plural(1, "epoch"), "1 epoch");
+        assert_eq!(plural(0, "epoch"), "0 epochs");
+        assert_eq!(plural(2, "step"), "2 steps");
+    }
+
+    #[test]
+    fn the_progress_line_names_the_unit_of_throughput() {
+        let s = Snapshot {
+            step: 3,
+            max_steps: Some(10),
+            epoch: 0,
+            loss: 1.5,
+            val_loss: None,
+            tokens_per_s: 1500.0,
+            unit: "chars",
+            eta: None,
+        };
+        let line = Progress::line(&s);
+        assert!(line.contains("1.5k chars/s") && !line.contains("tok/s"), "{line}");
     }
 }

@@ -31,8 +31,8 @@ pub struct SampleArgs {
     /// Sample only among the most likely characters that together reach probability P.
     #[arg(long)]
     pub top_p: Option<f64>,
-    /// Always take the most likely character.
-    #[arg(long)]
+    /// Always take the most likely character (so no --temperature, --top-k or --top-p).
+    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
     pub argmax: bool,
     /// Seed of the sampling.
     #[arg(long, default_value_t = 1)]

@@ -54,7 +54,7 @@ impl Trainer {
             "rmsprop" => Box::new(RmsProp::new(named, RmsPropConfig { lr, ..RmsPropConfig::default() })?),
             _ => Box::new(Adagrad::new(named, AdagradConfig { lr, ..AdagradConfig::default() })?),
         };
-        let steps = config.max_steps as u64;
+        let steps = config.schedule_steps as u64;
         let schedule = match config.lr_schedule.as_str() {
             "constant" => LrSchedule::Constant,
             "cosine" => LrSchedule::Cosine { t_max: steps, eta_min: lr / 20.0, warmup: (steps / 50).min(100) },
@@ -76,17 +76,31 @@ impl Trainer {
     }
 
     /// Backward, clip, step, advance the schedule; returns the gradients' global norm before
-    /// clipping.
-    pub fn step(&mut self, loss: &Tensor) -> Result<f64> {
+    /// clipping. A non-finite norm (an overflow or a NaN anywhere in the gradients) returns
+    /// `None` and changes nothing: the parameters stay as they were.
+    pub fn step(&mut self, loss: &Tensor) -> Result<Option<f64>> {
         let mut grads = loss.backward()?;
         let max_norm = if self.grad_clip > 0.0 { self.grad_clip } else { f64::INFINITY };
         let norm = clip_grad_norm(&self.vars, &mut grads, max_norm, NormType::L2, false)?;
+        if !norm.is_finite() {
+            return Ok(None);
+        }
         self.optimizer.step(&grads)?;
         if !self.plateau {
             self.scheduler.step(None)?;
             self.scheduler.apply(self.optimizer.as_mut());
         }
-        Ok(norm)
+        Ok(Some(norm))
+    }
+
+    /// Whether the schedule depends on the number of steps (cosine, step, exponential).
+    pub fn has_horizon(&self) -> bool {
+        !self.plateau && !matches!(self.scheduler.schedule(), LrSchedule::Constant)
+    }
+
+    /// The rate the schedule ends at, after its horizon.
+    pub fn final_lr(&self, steps: u64) -> f64 {
+        self.scheduler.rate_after(steps)
     }
 
     /// After an evaluation: a plateau schedule reacts to the validation loss.

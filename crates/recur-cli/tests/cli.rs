@@ -1,14 +1,11 @@
 //! Runs the real `recur` binary.
 
-use std::process::{Command, Output};
+mod common;
 
-fn recur(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_recur")).args(args).output().expect("the recur binary runs")
-}
+use std::path::Path;
+use std::process::Command;
 
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use common::*;
 
 #[test]
 fn version_prints_the_package_version() {
@@ -48,64 +45,6 @@ fn usage_errors_exit_with_2() {
 
 // ---------------------------------------------------------------- the character model commands
 
-use std::path::{Path, PathBuf};
-
-/// A fresh folder under the system's temp dir, unique to this test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("recur-cli-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-/// About 4 KB of English.
-fn tiny_text() -> String {
-    let lines = [
-        "The quick brown fox jumps over the lazy dog.",
-        "Recurrent networks read one character at a time.",
-        "A small model learns the shape of the words first.",
-        "Then it learns which letters follow which.",
-    ];
-    (0..24).map(|i| lines[i % lines.len()]).collect::<Vec<_>>().join("\n")
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).expect("write test file");
-    path
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
-
-const SMALL: [&str; 10] =
-    ["--batch-size", "4", "--seq-len", "16", "--hidden-size", "16", "--num-layers", "1", "--embedding-size", "8"];
-
-fn train(text: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["train", "--text", p(text), "--out", p(out)];
-    let two_layers = extra.contains(&"--num-layers");
-    args.extend_from_slice(if two_layers { &SMALL[..6] } else { &SMALL });
-    if two_layers {
-        args.extend_from_slice(&SMALL[8..]);
-    }
-    args.extend_from_slice(&["--eval-every", "3", "--quiet"]);
-    args.extend_from_slice(extra);
-    recur(&args)
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// A failed command: exit code 1, one `error:` line, no panic.
-fn assert_clean_error(output: &Output, want: &str) {
-    let err = stderr(output);
-    assert_eq!(output.status.code(), Some(1), "stderr: {err}");
-    assert!(err.starts_with("error: ") && err.contains(want), "expected {want:?} in: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-}
-
 /// `--threads` bounds candle's own thread pools too, whatever `RAYON_NUM_THREADS` says (the
 /// start-up line names candle's count when it differs from the kernels').
 #[test]
@@ -137,7 +76,7 @@ fn train_resume_sample_eval_inspect() {
         assert!(out.join(file).exists(), "{file} written");
     }
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    assert_eq!(metrics.lines().count(), 2, "evaluations at steps 3 and 6: {metrics}");
+    assert_eq!(metrics.lines().count(), 3, "evaluations at steps 0, 3 and 6: {metrics}");
     assert!(metrics.lines().all(|l| l.starts_with("{\"step\":") && l.contains("\"val_loss\":")), "{metrics}");
     assert!(std::fs::read_to_string(out.join("loss.svg")).unwrap().contains("<svg"));
     assert!(stdout(&first).contains("CharLm(") && stdout(&first).contains("done"), "{}", stdout(&first));
@@ -151,7 +90,7 @@ fn train_resume_sample_eval_inspect() {
     assert!(resumed.status.success(), "resume: {}", stderr(&resumed));
     assert!(stdout(&resumed).contains("resuming"), "{}", stdout(&resumed));
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    assert_eq!(metrics.lines().count(), 3, "{metrics}");
+    assert_eq!(metrics.lines().count(), 4, "{metrics}");
     let inspect = recur(&["inspect", p(&last)]);
     assert!(inspect.status.success(), "{}", stderr(&inspect));
     let shown = stdout(&inspect);
@@ -291,7 +230,7 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     assert!(status.success());
     let output = child.wait_with_output().expect("wait");
     assert_eq!(output.status.code(), Some(130), "stderr: {}", stderr(&output));
-    assert!(stdout(&output).contains("interrupted at step"), "{}", stdout(&output));
+    assert!(stdout(&output).contains("stopped by SIGINT at step"), "{}", stdout(&output));
     let inspect = recur(&["inspect", p(&out.join("last.safetensors"))]);
     assert!(inspect.status.success(), "the saved checkpoint loads: {}", stderr(&inspect));
     let _ = std::fs::remove_dir_all(&dir);
