@@ -175,6 +175,7 @@ fn main() -> Result<()> {
     }
     println!("The training time: {:?}", start_time.elapsed());
     let mut plot = LinePlot::new("RNN-train-loss", "epoch", "loss");
+    plot.x_integer = true;
     plot.series.push(Series::new("loss", loss_plt));
     std::fs::write(&plot_path, plot.to_svg()).with_context(|| format!("writing {}", plot_path.display()))?;
     println!("loss plot: {}", plot_path.display());

@@ -89,15 +89,13 @@ impl GradFlowReport {
     }
 }
 
-/// A log-y plot of gradient norm against time step, one line per report.
+/// A log-y plot of gradient norm against time step (a whole-number axis), one line per report.
 pub fn gradient_flow_plot(reports: &[GradFlowReport]) -> LinePlot {
     let seq_len = reports.first().map_or(0, |r| r.norms.len());
-    let mut plot = LinePlot::new(
-        format!("‖∂L/∂h_t‖ of a last-step loss, T = {seq_len}"),
-        "time step t",
-        "gradient norm (log scale)",
-    );
-    plot.log_y = true;
+    let mut plot =
+        LinePlot::new(format!("‖∂L/∂h_t‖ of a last-step loss, T = {seq_len}"), "time step t", "gradient norm");
+    plot.log_y = true; // the plot adds "(log scale)" to the label
+    plot.x_integer = true;
     plot.series = reports.iter().map(GradFlowReport::series).collect();
     plot
 }
@@ -236,4 +234,31 @@ pub fn gradient_flow_with(config: &GradFlowConfig) -> Result<GradFlowReport> {
         train_losses,
         last_step_accuracy: correct / c.eval_batch_size as f64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plot_says_log_scale_once_and_ticks_whole_time_steps() {
+        let report = GradFlowReport {
+            cell: CellType::Rnn,
+            norms: (0..50).map(|t| 0.7f64.powi(49 - t)).collect(),
+            decay_rate: 0.7,
+            first_to_last: 0.7f64.powi(49),
+            train_losses: Vec::new(),
+            last_step_accuracy: 0.25,
+        };
+        let plot = gradient_flow_plot(&[report]);
+        assert!(plot.log_y && plot.x_integer);
+        let svg = plot.to_svg();
+        assert_eq!(svg.matches("log scale").count(), 1, "{svg}");
+        let x_labels: Vec<&str> = svg
+            .split("<text class=\"x-tick\"")
+            .skip(1)
+            .map(|s| &s[s.find('>').unwrap() + 1..s.find("</text>").unwrap()])
+            .collect();
+        assert!(x_labels.len() >= 3 && x_labels.iter().all(|l| l.parse::<u32>().is_ok()), "{x_labels:?}");
+    }
 }
