@@ -808,8 +808,10 @@ fn sample_text(model: &CharLm, corpus: &Corpus, seed: u64, length: usize) -> Res
 /// since the previous point (step 0: the first window before any update), which the plot says.
 fn write_plot(out: &Path, history: &[(usize, f64, Option<f64>)]) -> Result<()> {
     let mut plot = LinePlot::new("character model", "step", "loss (nats/char)");
+    plot.x_integer = true;
+    plot.note = Some("train: mean over the steps since the previous point (step 0: the first batch)".into());
     let train: Vec<(f64, f64)> = history.iter().map(|&(s, l, _)| (s as f64, l)).collect();
-    plot.series.push(Series::new("train (mean since the previous point)", train));
+    plot.series.push(Series::new("train", train));
     let val: Vec<(f64, f64)> = history.iter().filter_map(|&(s, _, v)| v.map(|v| (s as f64, v))).collect();
     if !val.is_empty() {
         plot.series.push(Series::new("validation", val));

@@ -454,6 +454,6 @@ fn the_log_and_the_plot_start_at_step_zero() {
     let uniform = (tiny_text().chars().collect::<std::collections::BTreeSet<_>>().len() as f64).ln();
     assert!((first_loss - uniform).abs() < 0.5, "an untrained model scores about ln V: {first_loss} vs {uniform}");
     let svg = std::fs::read_to_string(out.join("loss.svg")).unwrap();
-    assert!(svg.contains("mean since the previous point"), "the train curve says what it is");
+    assert!(svg.contains("mean over the steps since the previous point"), "the train curve says what it is");
     let _ = std::fs::remove_dir_all(&dir);
 }
