@@ -47,6 +47,11 @@ impl Corpus {
         format!("{:08x}", self.crc32)
     }
 
+    /// What a checkpoint records of the text.
+    pub fn source(&self) -> recur::models::TextSource {
+        recur::models::TextSource { name: self.name.clone(), crc32: self.crc32_hex(), chars: self.ids.len() }
+    }
+
     /// Splits the ids into training and validation parts: the last `val_fraction` of the text
     /// validates. Training needs one window of `seq_len + 1` characters per stream; validation
     /// (scored character by character) needs two characters.

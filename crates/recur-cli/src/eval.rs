@@ -7,8 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use recur::data::decode_utf8;
 
-use crate::checkpoint;
-use crate::streams::evaluate;
+use recur::data::evaluate_streams;
 
 /// Flags of `recur eval`.
 #[derive(Debug, Args)]
@@ -26,8 +25,8 @@ pub struct EvalArgs {
 
 /// Runs `recur eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
-    let ckpt = checkpoint::load(&args.checkpoint)?;
-    let model = ckpt.model()?;
+    let ckpt = recur::models::load_char_lm(&args.checkpoint)?;
+    let model = &ckpt.model;
     let name = args.text.display().to_string();
     let bytes = std::fs::read(&args.text).with_context(|| format!("cannot read the text file {name}"))?;
     let text = decode_utf8(&bytes).with_context(|| format!("cannot use {name}"))?;
@@ -55,7 +54,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         })?;
         (ids, 0, Vec::new())
     };
-    let (loss, count) = evaluate(&model, &ids, ckpt.config.batch_size, ckpt.config.seq_len)
+    let (loss, count) = evaluate_streams(model, &ids, ckpt.data.batch_size, ckpt.data.seq_len)
         .with_context(|| format!("cannot score {name}"))?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{name}: {count} characters scored (every one after the first)")?;

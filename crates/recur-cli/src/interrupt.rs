@@ -62,6 +62,11 @@ impl Stop {
     }
 }
 
+/// The flag the handlers set, for the trainer's stop check (`None` before [`install`]).
+pub fn flag() -> Option<&'static AtomicBool> {
+    FLAGS.get().map(|f| f.stop.as_ref())
+}
+
 /// The stop that was asked for, if any.
 pub fn requested() -> Option<Stop> {
     let flags = FLAGS.get()?;

@@ -15,10 +15,7 @@ mod gradflow;
 mod inspect;
 mod interrupt;
 mod progress;
-mod rundir;
 mod sample;
-mod streams;
-mod toolkit;
 mod train;
 
 use std::io::Write;

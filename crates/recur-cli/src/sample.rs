@@ -8,8 +8,6 @@ use clap::Args;
 use rand::SeedableRng;
 use recur::models::Sampling;
 
-use crate::checkpoint;
-
 /// Flags of `recur sample`.
 #[derive(Debug, Args)]
 pub struct SampleArgs {
@@ -44,8 +42,8 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let sampling =
         Sampling { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, argmax: args.argmax };
     sampling.validate()?;
-    let ckpt = checkpoint::load(&args.checkpoint)?;
-    let model = ckpt.model()?;
+    let ckpt = recur::models::load_char_lm(&args.checkpoint)?;
+    let model = &ckpt.model;
     let vocab = &ckpt.vocab;
     let prime_text = match &args.prime {
         Some(p) if p.is_empty() => anyhow::bail!("--prime is empty; pass some text or leave the flag out"),

@@ -1,29 +1,24 @@
 //! `recur train`: a character-level language model on the embedded corpus or any UTF-8 text,
 //! trained with truncated BPTT over contiguous streams.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
-use candle_nn::VarMap;
 use clap::Args;
 use rand::SeedableRng;
-use recur::models::{CellType, CharLm, CharLmConfig, Sampling};
-use recur::plot::{LinePlot, Series};
-use recur::State;
-use serde_json::Value;
+use recur::models::{
+    CellType, CharLm, CharLmConfig, CharLmData, CharLmTraining, CharWindows, LoadedCharLm, Sampling, CHAR_LM_TASK,
+};
+use recur::train::{
+    holds_run, Limits, LrSchedule, OptimizerConfig, RunDir, StopReason, TaskInfo, TrainEvent, Trainer, TrainerConfig,
+    RUN_FILES,
+};
 
-use crate::checkpoint::{self, RunState, TaskCheckpoint, TextInfo};
 use crate::console::{self, say};
 use crate::corpus::{self, Corpus};
 use crate::interrupt;
 use crate::progress::{self, plural, Progress, Snapshot, Style};
-use crate::rundir::{self, RunDir};
-use crate::streams::{evaluate, Streams};
-use crate::toolkit::{self, Trainer};
 use crate::Stopped;
 
 /// Flags of `recur train`, grouped like char-rnn's.
@@ -136,80 +131,70 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Steps of a run when `--max-steps` is not given.
 const DEFAULT_MAX_STEPS: usize = 700;
 
-/// Everything about a run that a checkpoint must carry to resume it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RunConfig {
-    pub model: CharLmConfig,
-    pub seq_len: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub optimizer: String,
-    pub lr_schedule: String,
-    pub grad_clip: f64,
-    pub max_steps: usize,
-    /// The horizon of the learning-rate schedule: the first run's `max_steps`, kept when a
-    /// resumed run raises `--max-steps`, so the rate does not jump.
-    pub schedule_steps: usize,
-    pub val_fraction: f64,
-    pub seed: u64,
-    pub eval_every: usize,
+/// The run a fresh `recur train` starts, from its flags.
+struct Plan {
+    model: CharLmConfig,
+    data: CharLmData,
+    trainer: TrainerConfig,
 }
 
-impl RunConfig {
-    fn from_args(args: &TrainArgs, vocab_size: usize) -> Result<Self> {
-        for (flag, value) in [
-            ("--hidden-size", args.hidden_size),
-            ("--num-layers", args.num_layers),
-            ("--embedding-size", args.embedding_size),
-            ("--seq-len", args.seq_len),
-            ("--batch-size", args.batch_size),
-            ("--max-steps", args.max_steps.unwrap_or(DEFAULT_MAX_STEPS)),
-            ("--eval-every", args.eval_every),
-        ] {
-            if value == 0 {
-                bail!("{flag} must be at least 1");
-            }
+fn fresh_plan(args: &TrainArgs, corpus: &Corpus) -> Result<Plan> {
+    let max_steps = args.max_steps.unwrap_or(DEFAULT_MAX_STEPS);
+    for (flag, value) in [
+        ("--hidden-size", args.hidden_size),
+        ("--num-layers", args.num_layers),
+        ("--embedding-size", args.embedding_size),
+        ("--seq-len", args.seq_len),
+        ("--batch-size", args.batch_size),
+        ("--max-steps", max_steps),
+        ("--eval-every", args.eval_every),
+    ] {
+        if value == 0 {
+            bail!("{flag} must be at least 1");
         }
-        toolkit::check_names(&args.optimizer, &args.lr_schedule)?;
-        if !(args.lr.is_finite() && args.lr > 0.0) {
-            bail!("--lr must be a positive number, got {}", args.lr);
-        }
-        if !(0.0..1.0).contains(&args.dropout) {
-            bail!("--dropout must be in [0, 1), got {}", args.dropout);
-        }
-        if !(args.grad_clip.is_finite() && args.grad_clip >= 0.0) {
-            bail!("--grad-clip must be 0 (off) or positive, got {}", args.grad_clip);
-        }
-        Ok(Self {
-            model: CharLmConfig {
-                vocab_size,
-                cell: args.cell,
-                embedding_size: args.embedding_size,
-                hidden_size: args.hidden_size,
-                num_layers: args.num_layers,
-                dropout: args.dropout,
-            },
+    }
+    if !(0.0..1.0).contains(&args.dropout) {
+        bail!("--dropout must be in [0, 1), got {}", args.dropout);
+    }
+    if !(args.grad_clip.is_finite() && args.grad_clip >= 0.0) {
+        bail!("--grad-clip must be 0 (off) or positive, got {}", args.grad_clip);
+    }
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        bail!("--lr must be a positive number, got {}", args.lr);
+    }
+    let optimizer = OptimizerConfig::by_name(&args.optimizer, args.lr).context("--optimizer")?;
+    let schedule = LrSchedule::by_name(&args.lr_schedule, max_steps as u64, args.lr).context("--lr-schedule")?;
+    let vocab_size = corpus.vocab.len();
+    Ok(Plan {
+        model: CharLmConfig {
+            vocab_size,
+            cell: args.cell,
+            embedding_size: args.embedding_size,
+            hidden_size: args.hidden_size,
+            num_layers: args.num_layers,
+            dropout: args.dropout,
+        },
+        data: CharLmData {
+            vocab: corpus.vocab.as_string(),
             seq_len: args.seq_len,
             batch_size: args.batch_size,
-            lr: args.lr,
-            optimizer: args.optimizer.clone(),
-            lr_schedule: args.lr_schedule.clone(),
-            grad_clip: args.grad_clip,
-            max_steps: args.max_steps.unwrap_or(DEFAULT_MAX_STEPS),
-            schedule_steps: args.max_steps.unwrap_or(DEFAULT_MAX_STEPS),
             val_fraction: args.val_fraction,
             seed: args.seed,
-            eval_every: args.eval_every,
-        })
-    }
+            text: Some(corpus.source()),
+        },
+        trainer: TrainerConfig {
+            grad_clip: args.grad_clip,
+            divergence_loss: Some(divergence_threshold(vocab_size)),
+            ..TrainerConfig::new(max_steps, args.eval_every, optimizer, schedule)
+        },
+    })
 }
 
 /// Makes `--threads` bound every pool of threads the run uses: Recur's kernels, rayon's global
 /// pool (the optimizers' chunks) and candle's CPU ops (its matrix products and its element-wise
 /// thread pool). Rayon and candle read `RAYON_NUM_THREADS` when they first start their threads,
-/// which no tensor op has done yet. Without it `--threads 1` still left candle's pool at the
-/// machine's core count (a second, spinning thread on a 2-core machine; by candle's code, one per
-/// core on a bigger one).
+/// which no tensor op has done yet, and candle offers no other way to bound its pool. Without it
+/// `--threads 1` still left candle's pool at the machine's core count.
 fn limit_threads(threads: usize) {
     // Only the signal watcher runs besides this thread now, and it reads no environment.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
@@ -249,22 +234,22 @@ fn divergence_threshold(vocab_size: usize) -> f64 {
 
 /// The flags a resumed run takes from its checkpoint, each with the value there and here; the
 /// ones given on the command line must agree.
-fn contradictions(ckpt: &RunConfig, args: &TrainArgs, explicit: &[String]) -> Vec<String> {
-    let m = &ckpt.model;
+fn contradictions(ckpt: &LoadedCharLm, args: &TrainArgs, explicit: &[String]) -> Vec<String> {
+    let (m, d, t) = (&ckpt.config, &ckpt.data, &ckpt.checkpoint.trainer);
     let rows: [(&str, &str, String, String); 13] = [
         ("cell", "--cell", m.cell.name().to_string(), args.cell.name().to_string()),
         ("hidden_size", "--hidden-size", m.hidden_size.to_string(), args.hidden_size.to_string()),
         ("num_layers", "--num-layers", m.num_layers.to_string(), args.num_layers.to_string()),
         ("embedding_size", "--embedding-size", m.embedding_size.to_string(), args.embedding_size.to_string()),
         ("dropout", "--dropout", m.dropout.to_string(), args.dropout.to_string()),
-        ("seq_len", "--seq-len", ckpt.seq_len.to_string(), args.seq_len.to_string()),
-        ("batch_size", "--batch-size", ckpt.batch_size.to_string(), args.batch_size.to_string()),
-        ("lr", "--lr", ckpt.lr.to_string(), args.lr.to_string()),
-        ("optimizer", "--optimizer", ckpt.optimizer.clone(), args.optimizer.clone()),
-        ("lr_schedule", "--lr-schedule", ckpt.lr_schedule.clone(), args.lr_schedule.clone()),
-        ("grad_clip", "--grad-clip", ckpt.grad_clip.to_string(), args.grad_clip.to_string()),
-        ("val_fraction", "--val-fraction", ckpt.val_fraction.to_string(), args.val_fraction.to_string()),
-        ("seed", "--seed", ckpt.seed.to_string(), args.seed.to_string()),
+        ("seq_len", "--seq-len", d.seq_len.to_string(), args.seq_len.to_string()),
+        ("batch_size", "--batch-size", d.batch_size.to_string(), args.batch_size.to_string()),
+        ("lr", "--lr", t.optimizer.lr().to_string(), args.lr.to_string()),
+        ("optimizer", "--optimizer", t.optimizer.name().to_string(), args.optimizer.clone()),
+        ("lr_schedule", "--lr-schedule", t.schedule.name().to_string(), args.lr_schedule.clone()),
+        ("grad_clip", "--grad-clip", t.grad_clip.to_string(), args.grad_clip.to_string()),
+        ("val_fraction", "--val-fraction", d.val_fraction.to_string(), args.val_fraction.to_string()),
+        ("seed", "--seed", d.seed.to_string(), args.seed.to_string()),
     ];
     rows.into_iter()
         .filter(|(id, _, saved, given)| explicit.iter().any(|e| e == id) && saved != given)
@@ -273,11 +258,95 @@ fn contradictions(ckpt: &RunConfig, args: &TrainArgs, explicit: &[String]) -> Ve
 }
 
 /// Where a resumed run's text comes from: `--text`, else the file the checkpoint names.
-fn resume_text(args: &TrainArgs, ckpt: &TaskCheckpoint) -> Option<PathBuf> {
+fn resume_text(args: &TrainArgs, data: &CharLmData) -> Option<PathBuf> {
     if args.text.is_some() {
         return args.text.clone();
     }
-    ckpt.text.as_ref().filter(|t| t.name != corpus::DEFAULT_NAME).map(|t| PathBuf::from(&t.name))
+    data.text.as_ref().filter(|t| t.name != corpus::DEFAULT_NAME).map(|t| PathBuf::from(&t.name))
+}
+
+/// The plan of a resumed run: the checkpoint's, with this session's `--max-steps` and
+/// `--eval-every`; contradicting flags are refused, another text with the same characters warned
+/// about.
+fn resumed_plan(
+    args: &TrainArgs,
+    explicit: &[String],
+    ckpt: &LoadedCharLm,
+    notes: &mut Vec<String>,
+) -> Result<(Corpus, Plan)> {
+    let contradicting = contradictions(ckpt, args, explicit);
+    if !contradicting.is_empty() {
+        let one = contradicting.len() == 1;
+        bail!(
+            "{} contradict{} the checkpoint a resumed run continues with; drop {} to resume, or start a new run (a \
+             new --out) to change {}",
+            contradicting.join(", "),
+            if one { "s" } else { "" },
+            if one { "the flag" } else { "those flags" },
+            if one { "it" } else { "them" },
+        );
+    }
+    let text_path = resume_text(args, &ckpt.data);
+    let corpus = Corpus::load(text_path.as_deref()).with_context(|| match (&args.text, &text_path) {
+        (None, Some(_)) => "the checkpoint names this file as its training text; pass --text".to_string(),
+        _ => "cannot read the training text".to_string(),
+    })?;
+    if ckpt.vocab != corpus.vocab {
+        bail!(
+            "the checkpoint's vocabulary ({} characters) differs from that of {} ({} characters); resume on the text \
+             it was trained on{}",
+            ckpt.vocab.len(),
+            corpus.name,
+            corpus.vocab.len(),
+            ckpt.data.text.as_ref().map_or(String::new(), |t| format!(" ({})", t.name))
+        );
+    }
+    let mut data = ckpt.data.clone();
+    if let Some(saved) = &ckpt.data.text {
+        let here = corpus.source();
+        if saved.crc32 != here.crc32 {
+            console::warn(format_args!(
+                "{} ({} characters, crc32 {}) is not the text this run was trained on ({}, {} characters, crc32 {}); \
+                 its characters are the same, so training goes on, on the new text",
+                here.name, here.chars, here.crc32, saved.name, saved.chars, saved.crc32
+            ));
+            data.text = Some(here);
+        }
+    } else {
+        data.text = Some(corpus.source());
+    }
+    let mut trainer = ckpt.checkpoint.trainer.clone();
+    if let Some(max) = args.max_steps {
+        if max == 0 {
+            bail!("--max-steps must be at least 1");
+        }
+        trainer.max_steps = max;
+    }
+    if explicit.iter().any(|e| e == "eval_every") && args.eval_every != trainer.eval_every {
+        if args.eval_every == 0 {
+            bail!("--eval-every must be at least 1");
+        }
+        notes.push(format!(
+            "evaluating every {} steps (the checkpoint's run: every {})",
+            args.eval_every, trainer.eval_every
+        ));
+        trainer.eval_every = args.eval_every;
+    }
+    if let Some(horizon) = trainer.schedule.horizon().filter(|&h| (trainer.max_steps as u64) > h) {
+        notes.push(format!(
+            "the {} schedule keeps its horizon of {horizon} steps; past it the learning rate stays at its final value",
+            trainer.schedule.name()
+        ));
+    } else if matches!(trainer.schedule, LrSchedule::Step { .. } | LrSchedule::Exponential { .. })
+        && trainer.max_steps > ckpt.checkpoint.trainer.max_steps
+    {
+        notes.push(format!(
+            "the {} schedule goes on decaying past the first run's {} steps",
+            trainer.schedule.name(),
+            ckpt.checkpoint.trainer.max_steps
+        ));
+    }
+    Ok((corpus, Plan { model: ckpt.config.clone(), data, trainer }))
 }
 
 /// Runs `recur train`. `explicit` names the flags given on the command line (clap's ids).
@@ -286,88 +355,33 @@ pub fn run(args: TrainArgs, explicit: &[String]) -> Result<()> {
         limit_threads(thread_count(threads)?);
     }
     let style = Style::pick(args.quiet);
-    let device = Device::Cpu;
 
-    // The checkpoint, the corpus, the run's configuration: all checked before any folder exists.
+    // The checkpoint, the corpus and the plan: all checked before any folder exists.
     let resumed = match &args.resume {
-        Some(path) => Some(checkpoint::load(path).with_context(|| format!("cannot resume from {}", path.display()))?),
+        Some(path) => {
+            Some(recur::models::load_char_lm(path).with_context(|| format!("cannot resume from {}", path.display()))?)
+        }
         None => None,
     };
     let mut notes = Vec::new();
-    let (corpus, config) = match &resumed {
-        Some(ckpt) => {
-            let contradicting = contradictions(&ckpt.config, &args, explicit);
-            if !contradicting.is_empty() {
-                bail!(
-                    "{} contradict{} the checkpoint a resumed run continues with; drop {} to resume, or start a \
-                     new run (a new --out) to change {}",
-                    contradicting.join(", "),
-                    if contradicting.len() == 1 { "s" } else { "" },
-                    if contradicting.len() == 1 { "the flag" } else { "those flags" },
-                    if contradicting.len() == 1 { "it" } else { "them" },
-                );
-            }
-            let text_path = resume_text(&args, ckpt);
-            let corpus = Corpus::load(text_path.as_deref()).with_context(|| match (&args.text, &text_path) {
-                (None, Some(_)) => "the checkpoint names this file as its training text; pass --text".to_string(),
-                _ => "cannot read the training text".to_string(),
-            })?;
-            if ckpt.vocab != corpus.vocab {
-                bail!(
-                    "the checkpoint's vocabulary ({} characters) differs from that of {} ({} characters); resume \
-                     on the text it was trained on{}",
-                    ckpt.vocab.len(),
-                    corpus.name,
-                    corpus.vocab.len(),
-                    ckpt.text.as_ref().map_or(String::new(), |t| format!(" ({})", t.name))
-                );
-            }
-            if let Some(saved) = &ckpt.text {
-                if saved.crc32 != corpus.crc32_hex() {
-                    console::warn(format_args!(
-                        "{} ({} characters, crc32 {}) is not the text this run was trained on ({}, {} characters, \
-                         crc32 {}); its characters are the same, so training goes on, on the new text",
-                        corpus.name,
-                        corpus.ids.len(),
-                        corpus.crc32_hex(),
-                        saved.name,
-                        saved.chars,
-                        saved.crc32
-                    ));
-                }
-            }
-            let mut config = ckpt.config.clone();
-            if let Some(max) = args.max_steps {
-                config.max_steps = max;
-            }
-            if explicit.iter().any(|e| e == "eval_every") && args.eval_every != config.eval_every {
-                if args.eval_every == 0 {
-                    bail!("--eval-every must be at least 1");
-                }
-                notes.push(format!(
-                    "evaluating every {} steps (the checkpoint's run: every {})",
-                    args.eval_every, config.eval_every
-                ));
-                config.eval_every = args.eval_every;
-            }
-            (corpus, config)
-        }
+    let (corpus, plan) = match &resumed {
+        Some(ckpt) => resumed_plan(&args, explicit, ckpt, &mut notes)?,
         None => {
             let corpus = Corpus::load(args.text.as_deref())?;
-            let config = RunConfig::from_args(&args, corpus.vocab.len())?;
-            (corpus, config)
+            let plan = fresh_plan(&args, &corpus)?;
+            (corpus, plan)
         }
     };
-    if config.model.dropout > 0.0 && config.model.num_layers == 1 {
+    if plan.model.dropout > 0.0 && plan.model.num_layers == 1 {
         // PyTorch's own warning for nn.LSTM(..., dropout > 0, num_layers=1).
         console::warn(format_args!(
             "dropout adds dropout after all but the last recurrent layer, so non-zero dropout expects num_layers \
              greater than 1, but got dropout={} and num_layers=1: it has no effect",
-            config.model.dropout
+            plan.model.dropout
         ));
     }
-    let (train_ids, val_ids) = corpus.split(config.val_fraction, config.batch_size, config.seq_len)?;
-    let text = TextInfo { name: corpus.name.clone(), crc32: corpus.crc32_hex(), chars: corpus.ids.len() };
+    let d = &plan.data;
+    let (train_ids, val_ids) = corpus.split(d.val_fraction, d.batch_size, d.seq_len)?;
 
     // The run's folder, owned for as long as this process runs.
     let dir = match (&args.out, &args.resume) {
@@ -382,441 +396,194 @@ pub fn run(args: TrainArgs, explicit: &[String]) -> Result<()> {
         matches!((parent.canonicalize(), dir.path().canonicalize()), (Ok(a), Ok(b)) if a == b)
     };
     let continues_here = args.resume.as_deref().is_some_and(same_folder);
-    if !continues_here && rundir::holds_run(dir.path()) {
-        if !args.overwrite {
-            bail!(
-                "{} already holds a run's checkpoints; continue it with --resume {}, pick another --out, or pass \
-                 --overwrite to replace them",
-                dir.path().display(),
-                dir.path().join("last.safetensors").display()
-            );
-        }
-        dir.clear_previous_run()?;
+    if !continues_here && holds_run(dir.path()) && !args.overwrite {
+        bail!(
+            "{} already holds a run's checkpoints; continue it with --resume {}, pick another --out, or pass \
+             --overwrite to replace them",
+            dir.path().display(),
+            dir.path().join("last.safetensors").display()
+        );
     }
     let stale = dir.remove_stale_temp_files()?;
     if stale > 0 {
         notes.push(format!("removed {} left by a killed run", plural(stale, "temporary file")));
     }
 
-    let varmap = VarMap::new();
-    let vb = recur::seeded_var_builder(&varmap, config.seed, DType::F32, &device);
-    let model = CharLm::new(config.model.clone(), vb.clone()).context("cannot build the model")?;
-    let mut trainer = Trainer::new(&varmap, &config)?;
-    let mut run = RunState::default();
-    let mut state: Option<State> = None;
-    if let Some(ckpt) = &resumed {
-        checkpoint::restore(ckpt, &varmap, &mut trainer)?;
-        run = ckpt.run.clone();
-        state = ckpt.carried.clone();
-        if let Some(position) = ckpt.dropout_state {
-            model.rnn().set_dropout_state(position);
-        }
-        if config.max_steps > config.schedule_steps && trainer.has_horizon() {
-            notes.push(format!(
-                "the {} schedule keeps its horizon of {} steps; by step {} the learning rate will be {:e}",
-                config.lr_schedule,
-                config.schedule_steps,
-                config.max_steps,
-                trainer.final_lr(config.max_steps as u64)
-            ));
-        }
-    }
-    model.set_training(true);
-
-    let metrics_path = dir.path().join("metrics.jsonl");
-    let metrics = open_metrics(&metrics_path, resumed.is_some().then_some(run.step))?;
+    let model = CharLmTraining::build(plan.model.clone(), d.seed, val_ids.to_vec(), d.batch_size, d.seq_len)
+        .context("cannot build the model")?;
+    let windows = CharWindows::new(train_ids, d.batch_size, d.seq_len);
+    let task = TaskInfo {
+        name: CHAR_LM_TASK.to_string(),
+        model: serde_json::to_value(&plan.model)?,
+        data: serde_json::to_value(&plan.data)?,
+    };
     let unigram =
         Corpus::unigram_loss(train_ids, if val_ids.is_empty() { train_ids } else { val_ids }, corpus.vocab.len());
-    say!("{model}");
+    let banner_model = format!("{}", model.lm());
+    let parameters = model.lm().parameter_count();
+    let mut trainer = match &resumed {
+        Some(ckpt) => {
+            let mut checkpoint = ckpt.checkpoint.clone();
+            checkpoint.data = task.data.clone();
+            Trainer::resume(plan.trainer.clone(), &checkpoint, model, windows, dir)?
+        }
+        None => Trainer::new(plan.trainer.clone(), task, model, windows, dir)?,
+    };
+
+    say!("{banner_model}");
     say!(
-        "{} parameters | {} | {} characters ({} train, {} validation), vocabulary {} | unigram baseline {:.4} \
-         nats/char on the {} text",
-        model.parameter_count(),
+        "{parameters} parameters | {} | {} characters ({} train, {} validation), vocabulary {} | unigram baseline \
+         {unigram:.4} nats/char on the {} text",
         corpus.name,
         corpus.ids.len(),
         train_ids.len(),
         val_ids.len(),
         corpus.vocab.len(),
-        unigram,
         if val_ids.is_empty() { "training" } else { "validation" }
     );
+    let folder = trainer.dir().path().display().to_string();
     match &args.resume {
-        Some(path) => say!("resuming {} at step {}, writing to {}", path.display(), run.step, dir.path().display()),
+        Some(path) => say!("resuming {} at step {}, writing to {folder}", path.display(), trainer.state().step),
         None => say!(
-            "training {} steps of {}×{} characters (at most {}), {}, writing to {}",
-            config.max_steps,
-            config.batch_size,
-            config.seq_len,
+            "training {} steps of {}×{} characters (at most {}), {}, writing to {folder}",
+            plan.trainer.max_steps,
+            d.batch_size,
+            d.seq_len,
             progress::duration(args.time_budget),
             thread_counts(),
-            dir.path().display()
         ),
     }
     for note in &notes {
         say!("note: {note}");
     }
 
-    let mut session = Session {
-        streams: Streams::new(train_ids, config.batch_size),
-        val_ids,
-        threshold: divergence_threshold(corpus.vocab.len()),
-        corpus: &corpus,
-        text,
-        dir: &dir,
-        metrics,
-        metrics_path,
-        progress: Progress::new(style),
-        style,
-        args: &args,
-        config,
-        model,
-        trainer,
-        run,
-        state,
-        start: Instant::now(),
-        last_norm: None,
+    // Train, rendering what the loop reports.
+    let mut progress = Progress::new(style);
+    let sample_every = args.sample_every;
+    let budget = args.time_budget;
+    let seed = d.seed;
+    let vocab = corpus.vocab.clone();
+    let prime = vocab.id('\n').or_else(|| corpus.ids.first().copied()).unwrap_or(0);
+    let limits = Limits { max_epochs: args.max_epochs, time_budget: Some(budget), stop: interrupt::flag() };
+    let started = std::time::Instant::now();
+    let snapshot = |p: &recur::train::Progress, loss: f64, val: Option<f64>| Snapshot {
+        step: p.step,
+        max_steps: Some(p.max_steps),
+        epoch: p.epoch,
+        loss,
+        val_loss: val,
+        tokens_per_s: p.items_per_s,
+        unit: "chars",
+        eta: p.eta.map(|eta| eta.min(budget.saturating_sub(started.elapsed()))),
     };
-    session.train()
-}
-
-/// Opens `metrics.jsonl` for appending. A fresh run starts it empty (whatever a run that saved
-/// no checkpoint left); a resumed run keeps exactly the rows up to its checkpoint's step (a killed
-/// run may have logged steps after its last checkpoint, which the resumed run repeats).
-fn open_metrics(path: &Path, resumed_at: Option<usize>) -> Result<File> {
-    let kept = match (resumed_at, std::fs::read_to_string(path)) {
-        (Some(step), Ok(text)) => text
-            .lines()
-            .filter(|line| {
-                serde_json::from_str::<Value>(line)
-                    .ok()
-                    .and_then(|row| row.get("step").and_then(Value::as_u64))
-                    .is_some_and(|s| s as usize <= step)
-            })
-            .map(|line| format!("{line}\n"))
-            .collect::<String>(),
-        _ => String::new(),
-    };
-    checkpoint::write_atomic(path, kept.as_bytes())?;
-    std::fs::OpenOptions::new().append(true).open(path).with_context(|| format!("cannot open {}", path.display()))
-}
-
-/// One row of `metrics.jsonl`: an evaluation (`null` for what was not measured: step 0 has no
-/// gradient norm yet, a run without validation no validation loss).
-#[derive(serde::Serialize)]
-struct MetricsRow {
-    step: usize,
-    epoch: usize,
-    tokens: u64,
-    train_loss: Option<f64>,
-    val_loss: Option<f64>,
-    lr: f64,
-    grad_norm: Option<f64>,
-    tokens_per_s: f64,
-    elapsed_s: f64,
-}
-
-/// One process's part of a run.
-struct Session<'a> {
-    args: &'a TrainArgs,
-    config: RunConfig,
-    corpus: &'a Corpus,
-    text: TextInfo,
-    streams: Streams,
-    val_ids: &'a [u32],
-    dir: &'a RunDir,
-    metrics: File,
-    metrics_path: PathBuf,
-    progress: Progress,
-    style: Style,
-    model: CharLm,
-    trainer: Trainer,
-    run: RunState,
-    state: Option<State>,
-    start: Instant,
-    threshold: f64,
-    last_norm: Option<f64>,
-}
-
-impl Session<'_> {
-    fn last_path(&self) -> PathBuf {
-        self.dir.path().join("last.safetensors")
-    }
-
-    fn best_path(&self) -> PathBuf {
-        self.dir.path().join("best.safetensors")
-    }
-
-    fn elapsed_total(&self) -> f64 {
-        self.run.elapsed_s + self.start.elapsed().as_secs_f64()
-    }
-
-    fn chars_per_s(&self) -> f64 {
-        let steps = self.run.step - self.run.start_step;
-        let chars = steps as f64 * (self.config.batch_size * self.config.seq_len) as f64;
-        chars / self.start.elapsed().as_secs_f64().max(1e-9)
-    }
-
-    fn save(&self, path: &Path) -> Result<()> {
-        let snapshot = RunState { elapsed_s: self.elapsed_total(), ..self.run.clone() };
-        checkpoint::save(
-            path,
-            &self.model,
-            &self.corpus.vocab,
-            &self.config,
-            &snapshot,
-            &self.trainer,
-            self.state.as_ref(),
-            &self.text,
-        )
-    }
-
-    fn validation_loss(&self) -> Result<Option<f64>> {
-        if self.val_ids.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(evaluate(&self.model, self.val_ids, self.config.batch_size, self.config.seq_len)?.0))
-    }
-
-    /// The error of a diverged run; the checkpoints on disk are the last good ones.
-    fn diverged(&self, what: &str, value: f64) -> anyhow::Error {
-        let last = self.last_path();
-        let kept = match checkpoint::load(&last) {
-            Ok(ckpt) => {
-                format!("the last good checkpoint is {} at step {} (kept as it was)", last.display(), ckpt.run.step)
-            }
-            Err(_) => "no checkpoint was written".to_string(),
-        };
-        anyhow::anyhow!(
-            "training diverged at step {}: {what} {value} (a run that learns stays far below {:.1} nats/char, ten times \
-             a uniform guess over the vocabulary); {kept}. Start again with a lower --lr (this run: {}) or \
-             --grad-clip (this run: {})",
-            self.run.step + 1,
-            self.threshold,
-            self.config.lr,
-            self.config.grad_clip
-        )
-    }
-
-    /// Logs an evaluation of the current model at the current step: a metrics row, the plot, the
-    /// checkpoints (`best` when validation improved, or when there is no validation).
-    fn record(&mut self, train_loss: Option<f64>, val_loss: Option<f64>) -> Result<()> {
-        if let Some(v) = val_loss.filter(|v| !(v.is_finite() && *v <= self.threshold)) {
-            return Err(self.diverged("the validation loss was", v));
-        }
-        let step = self.run.step;
-        if step > 0 {
-            // Step 0 (the untrained model) is not a metric a plateau schedule reacts to.
-            self.trainer.evaluated(val_loss)?;
-        }
-        self.run.history.push((step, train_loss.unwrap_or(f64::NAN), val_loss));
-        let row = MetricsRow {
-            step,
-            epoch: self.run.epoch,
-            tokens: self.run.tokens,
-            train_loss,
-            val_loss,
-            lr: self.trainer.lr(),
-            grad_norm: self.last_norm,
-            tokens_per_s: self.chars_per_s(),
-            elapsed_s: self.elapsed_total(),
-        };
-        let row = serde_json::to_string(&row)?;
-        writeln!(self.metrics, "{row}").with_context(|| format!("cannot write {}", self.metrics_path.display()))?;
-        write_plot(self.dir.path(), &self.run.history)?;
-        let improved = val_loss.is_some_and(|v| self.run.best_val.is_none_or(|b| v < b));
-        if improved {
-            self.run.best_val = val_loss;
-            self.run.best_step = Some(step);
-        }
-        self.save(&self.last_path())?;
-        if improved || val_loss.is_none() {
-            self.save(&self.best_path())?;
-        }
-        Ok(())
-    }
-
-    fn snapshot(&self, loss: f64, val_loss: Option<f64>) -> Snapshot {
-        let done = self.run.step - self.run.start_step;
-        let eta = (done > 0).then(|| {
-            let elapsed = self.start.elapsed().as_secs_f64();
-            let by_steps = elapsed / done as f64 * (self.config.max_steps.saturating_sub(self.run.step)) as f64;
-            let by_budget = (self.args.time_budget.as_secs_f64() - elapsed).max(0.0);
-            Duration::from_secs_f64(by_steps.min(by_budget))
-        });
-        Snapshot {
-            step: self.run.step,
-            max_steps: Some(self.config.max_steps),
-            epoch: self.run.epoch,
-            loss,
-            val_loss,
-            tokens_per_s: self.chars_per_s(),
-            unit: "chars",
-            eta,
-        }
-    }
-
-    fn train(&mut self) -> Result<()> {
-        let windows = self.streams.windows(self.config.seq_len);
-        let tokens_per_step = (self.config.batch_size * self.config.seq_len) as u64;
-        let device = Device::Cpu;
-        // A fresh run evaluates the untrained model: the plot's and the log's step 0.
-        let mut step0 =
-            if self.run.step == 0 && self.run.history.is_empty() { Some(self.validation_loss()?) } else { None };
-        let mut stop = None;
-        let mut reason = "reached --max-steps";
-        while self.run.step < self.config.max_steps {
-            if let Some(signal) = interrupt::requested() {
-                stop = Some(signal);
-                break;
-            }
-            if self.args.max_epochs.is_some_and(|max| self.run.epoch >= max) {
-                reason = "reached --max-epochs";
-                break;
-            }
-            if self.start.elapsed() >= self.args.time_budget {
-                reason = "reached --time-budget";
-                break;
-            }
-            let (x, y) = self.streams.window(self.run.position, self.config.seq_len, &device)?;
-            let (loss, next) = self.model.loss(&x, &y.reshape(x.shape())?, self.state.as_ref())?;
-            let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            if let Some(val) = step0.take() {
-                // The first window's loss under the initial parameters: step 0's training loss.
-                self.record(Some(loss_value), val)?;
-            }
-            if !(loss_value.is_finite() && loss_value <= self.threshold) {
-                return Err(self.diverged("the training loss was", loss_value));
-            }
-            let Some(norm) = self.trainer.step(&loss)? else {
-                return Err(self.diverged("the gradients' norm was", f64::INFINITY));
-            };
-            self.last_norm = Some(norm);
-            self.state = Some(next.detach());
-            self.run.step += 1;
-            self.run.tokens += tokens_per_step;
-            self.run.position += 1;
-            if self.run.position >= windows {
-                self.run.position = 0;
-                self.run.epoch += 1;
-                self.state = None;
-            }
-            self.run.window_sum += loss_value;
-            self.run.window_count += 1;
-            let tick = self.snapshot(loss_value, self.run.best_val);
-            self.progress.tick(&tick);
-
-            if self.run.step.is_multiple_of(self.config.eval_every) || self.run.step == self.config.max_steps {
-                let (train_loss, val_loss) = self.evaluate_now()?;
-                let report = self.snapshot(train_loss, val_loss);
-                self.progress.report(&report);
-                let every = self.args.sample_every;
-                if self.style != Style::Quiet && every > 0 && self.run.step.is_multiple_of(every) {
-                    self.progress.clear();
-                    let text = sample_text(&self.model, self.corpus, self.config.seed + self.run.step as u64, 200)?;
-                    console::err(format_args!("--- sample at step {} ---\n{text}\n---", self.run.step));
+    let outcome = trainer.run(&limits, &mut |event, model: &CharLmTraining| {
+        match event {
+            TrainEvent::Step(p) => progress.tick(&snapshot(p, p.loss, p.best)),
+            TrainEvent::Evaluated { progress: p, row, .. } => {
+                progress.report(&snapshot(p, row.train_loss.unwrap_or(f64::NAN), row.metrics.get("loss").copied()));
+                if style != Style::Quiet && sample_every > 0 && p.step > 0 && p.step.is_multiple_of(sample_every) {
+                    progress.clear();
+                    let text = sample_text(model.lm(), &vocab, prime, seed + p.step as u64, 200).map_err(|e| {
+                        recur::Error::Data { what: "sample", message: e.to_string(), fix: String::new() }
+                    })?;
+                    console::err(format_args!("--- sample at step {} ---\n{text}\n---", p.step));
                 }
             }
+            TrainEvent::Saved { .. } => {}
         }
-        self.progress.clear();
-        if let Some(signal) = stop {
-            self.save(&self.last_path())?;
-            say!("stopped by {} at step {}: saved {}", signal.name(), self.run.step, self.last_path().display());
-            return Err(Stopped { code: signal.exit_code() }.into());
-        }
-        if let Some(val) = step0.take() {
-            // Stopped before the first step: the untrained model is what there is.
-            self.record(None, val)?;
-        }
-        if self.run.window_count > 0 {
-            // The final model, evaluated once more unless the last step was just evaluated.
-            self.evaluate_now()?;
-        }
-        self.summary(reason)
-    }
-
-    /// Evaluates now: the mean training loss since the last evaluation, the validation loss.
-    fn evaluate_now(&mut self) -> Result<(f64, Option<f64>)> {
-        let train_loss = self.run.window_sum / self.run.window_count.max(1) as f64;
-        self.run.window_sum = 0.0;
-        self.run.window_count = 0;
-        let val_loss = self.validation_loss()?;
-        self.record(Some(train_loss), val_loss)?;
-        Ok((train_loss, val_loss))
-    }
-
-    fn summary(&self, reason: &str) -> Result<()> {
-        let run = &self.run;
-        let steps_here = run.step - run.start_step;
-        let elapsed = self.start.elapsed();
-        let took =
-            if elapsed.as_secs() < 60 { format!("{:.1}s", elapsed.as_secs_f64()) } else { progress::duration(elapsed) };
-        let mut line = format!(
-            "done ({reason}) at step {} ({}, {}{}) in {took}",
-            run.step,
-            plural(run.epoch, "epoch"),
-            plural(steps_here, "step"),
-            if run.start_step > 0 { " in this session" } else { "" },
-        );
-        if let Some(&(step, train, val)) = run.history.last() {
-            if train.is_finite() {
-                let over = match run.history.len() {
-                    n if n >= 2 && step > 0 => match run.history[n - 2].0 + 1 {
-                        first if first == step => format!(" at step {step}"),
-                        first => format!(" over steps {first}–{step}"),
-                    },
-                    _ => " (the first window, before any update)".to_string(),
-                };
-                line.push_str(&format!(": train loss {train:.4} nats/char{over}"));
-            } else {
-                line.push_str(": no training step was taken");
-            }
-            if let Some(v) = val {
-                line.push_str(&format!(
-                    ", validation {v:.4} nats/char = {:.3} bits/char at step {step}",
-                    v / std::f64::consts::LN_2
-                ));
-            }
-        }
-        say!("{line}");
-        if let (Some(best), Some(step)) = (run.best_val, run.best_step) {
-            say!("best validation loss {best:.4} nats/char at step {step}");
-        }
-        let existing: Vec<String> = rundir::RUN_FILES
-            .iter()
-            .map(|name| self.dir.path().join(name))
-            .filter(|p| p.exists())
-            .map(|p| p.display().to_string())
-            .collect();
-        say!("wrote {}", existing.join(", "));
-        say!("--- sample (temperature 0.8) ---");
-        let text = sample_text(&self.model, self.corpus, self.config.seed, 400)?;
-        say!("{text}");
         Ok(())
+    });
+    progress.clear();
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e @ recur::Error::Diverged { .. }) => bail!(
+            "{e}. Start again with a lower --lr (this run: {}) or --grad-clip (this run: {})",
+            plan.trainer.optimizer.lr(),
+            plan.trainer.grad_clip
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    if outcome.reason == StopReason::Requested {
+        let signal = interrupt::requested().unwrap_or(interrupt::Stop::Interrupt);
+        say!("stopped by {} at step {}: saved {}", signal.name(), trainer.state().step, trainer.last_path().display());
+        return Err(Stopped { code: signal.exit_code() }.into());
+    }
+    summary(&trainer, outcome, started.elapsed(), &vocab, prime, seed)
+}
+
+fn reason_text(reason: StopReason) -> &'static str {
+    match reason {
+        StopReason::MaxSteps => "reached --max-steps",
+        StopReason::MaxEpochs => "reached --max-epochs",
+        StopReason::TimeBudget => "reached --time-budget",
+        other => other.describe(),
     }
 }
 
-/// `length` characters sampled at temperature 0.8 after a newline (or the text's first character).
-fn sample_text(model: &CharLm, corpus: &Corpus, seed: u64, length: usize) -> Result<String> {
-    let prime = corpus.vocab.id('\n').or_else(|| corpus.ids.first().copied()).unwrap_or(0);
+fn summary(
+    trainer: &Trainer<CharLmTraining, CharWindows>,
+    outcome: recur::train::Outcome,
+    elapsed: Duration,
+    vocab: &recur::data::Vocab,
+    prime: u32,
+    seed: u64,
+) -> Result<()> {
+    let run = trainer.state();
+    let took =
+        if elapsed.as_secs() < 60 { format!("{:.1}s", elapsed.as_secs_f64()) } else { progress::duration(elapsed) };
+    let resumed = run.step > outcome.steps;
+    let mut line = format!(
+        "done ({}) at step {} ({}, {}{}) in {took}",
+        reason_text(outcome.reason),
+        run.step,
+        plural(run.epoch, "epoch"),
+        plural(outcome.steps, "step"),
+        if resumed { " in this session" } else { "" },
+    );
+    if let Some(last) = run.history.last() {
+        match last.train_loss {
+            Some(train) => {
+                let n = run.history.len();
+                let over = match (n >= 2 && last.step > 0).then(|| run.history[n - 2].step + 1) {
+                    Some(first) if first == last.step => format!(" at step {first}"),
+                    Some(first) => format!(" over steps {first}–{}", last.step),
+                    None => " (the first window, before any update)".to_string(),
+                };
+                line.push_str(&format!(": train loss {train:.4} nats/char{over}"));
+            }
+            None => line.push_str(": no training step was taken"),
+        }
+        if let Some(v) = last.metrics.get("loss") {
+            line.push_str(&format!(
+                ", validation {v:.4} nats/char = {:.3} bits/char at step {}",
+                v / std::f64::consts::LN_2,
+                last.step
+            ));
+        }
+    }
+    say!("{line}");
+    if let (Some(best), Some(step)) = (run.best, run.best_step) {
+        say!("best validation loss {best:.4} nats/char at step {step}");
+    }
+    let existing: Vec<String> = RUN_FILES
+        .iter()
+        .map(|name| trainer.dir().path().join(name))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    say!("wrote {}", existing.join(", "));
+    say!("--- sample (temperature 0.8) ---");
+    say!("{}", sample_text(trainer.model().lm(), vocab, prime, seed, 400)?);
+    Ok(())
+}
+
+/// `length` characters sampled at temperature 0.8 after `prime` (a newline, or the text's first
+/// character).
+fn sample_text(model: &CharLm, vocab: &recur::data::Vocab, prime: u32, seed: u64, length: usize) -> Result<String> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let sampling = Sampling { temperature: 0.8, ..Sampling::default() };
     let ids = model.generate(&[prime], length, &sampling, &mut rng, |_| Ok(()))?;
-    Ok(corpus.vocab.decode(&ids))
-}
-
-/// Rewrites `loss.svg` (atomically) from the history. Training points are the mean of the steps
-/// since the previous point (step 0: the first window before any update), which the plot says.
-fn write_plot(out: &Path, history: &[(usize, f64, Option<f64>)]) -> Result<()> {
-    let mut plot = LinePlot::new("character model", "step", "loss (nats/char)");
-    plot.x_integer = true;
-    plot.note = Some("train: mean over the steps since the previous point (step 0: the first batch)".into());
-    let train: Vec<(f64, f64)> = history.iter().map(|&(s, l, _)| (s as f64, l)).collect();
-    plot.series.push(Series::new("train", train));
-    let val: Vec<(f64, f64)> = history.iter().filter_map(|&(s, _, v)| v.map(|v| (s as f64, v))).collect();
-    if !val.is_empty() {
-        plot.series.push(Series::new("validation", val));
-    }
-    checkpoint::write_atomic(&out.join("loss.svg"), plot.to_svg().as_bytes())
+    Ok(vocab.decode(&ids))
 }
 
 #[cfg(test)]

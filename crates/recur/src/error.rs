@@ -125,6 +125,29 @@ pub enum Error {
         /// How to fix it.
         fix: String,
     },
+    /// A training run diverged: a loss or gradient norm went non-finite or past the divergence
+    /// threshold. The run stopped before saving the diverged parameters.
+    #[error("training diverged at step {step}: {what} {value} (the divergence threshold is {threshold}); {kept}")]
+    Diverged {
+        /// The step that diverged (1-based: the step being taken).
+        step: usize,
+        /// What went wrong, e.g. `the training loss was`.
+        what: &'static str,
+        /// The offending value.
+        value: f64,
+        /// The loss above which a run counts as diverged.
+        threshold: f64,
+        /// Which checkpoint is left, e.g. `the last good checkpoint is run/last.safetensors at step 40`.
+        kept: String,
+    },
+    /// Another process owns a run folder (holds its lock).
+    #[error("another recur run{} is writing to {} now; to fix: wait for it to finish, or pick another folder", owner.as_ref().map(|p| format!(" (pid {p})")).unwrap_or_default(), path.display())]
+    FolderBusy {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// The owner's pid, as it wrote it in the lock file.
+        owner: Option<String>,
+    },
     /// An error raised by candle (tensor allocation, a variable lookup, I/O of weights…).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -13,7 +13,8 @@ use crate::train::linear_cross_entropy;
 use crate::{Error, Result};
 
 /// The sizes of a [`CharLm`]; `new(vocab_size)` gives the defaults.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CharLmConfig {
     /// `V`, the number of characters.
     pub vocab_size: usize,

@@ -2,9 +2,13 @@
 //! (choosing a cell type at run time, sampling from logits).
 
 mod char_lm;
+mod char_lm_task;
 mod sampling;
 
 pub use char_lm::{CharLm, CharLmConfig};
+pub use char_lm_task::{
+    load, load_char_lm, CharLmData, CharLmTraining, CharWindows, LoadedCharLm, LoadedModel, TextSource, CHAR_LM_TASK,
+};
 pub use sampling::{sample, Sampling};
 
 use std::fmt;
@@ -16,7 +20,8 @@ use crate::nn::{Gru, GruConfig, Lstm, LstmConfig, Recurrent, Rnn, RnnConfig};
 use crate::{Error, Result};
 
 /// The recurrent cell of a task model, chosen at run time (`"lstm"`, `"gru"`, `"rnn"`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CellType {
     /// `nn.LSTM`.
     #[default]

@@ -21,7 +21,8 @@ use crate::train::Optimizer;
 use crate::{Error, Result};
 
 /// Whether a lower or a higher metric is better for [`LrSchedule::ReduceOnPlateau`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PlateauMode {
     /// Lower is better (a loss).
     Min,
@@ -31,7 +32,8 @@ pub enum PlateauMode {
 
 /// A learning-rate schedule; `t` counts calls of [`Scheduler::step`] (usually once per epoch or
 /// per optimizer step, the caller's choice), `base` is the initial rate.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LrSchedule {
     /// `base`.
     Constant,

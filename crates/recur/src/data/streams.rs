@@ -2,12 +2,13 @@
 //! read side by side, `seq_len` characters at a time, so the state a window ends with is the right
 //! start for the next window of the same row.
 
-use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
-use recur::models::CharLm;
-use recur::State;
+
+use crate::models::CharLm;
+use crate::{Error, Result, State};
 
 /// `B` rows of `L` consecutive ids each.
+#[derive(Clone, Debug)]
 pub struct Streams {
     ids: Vec<u32>,
     batch: usize,
@@ -21,6 +22,11 @@ impl Streams {
         Self { ids: ids[..len * batch].to_vec(), batch, len }
     }
 
+    /// Rows read side by side.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
     /// Windows of `seq_len` inputs (plus the next character as target) in one pass.
     pub fn windows(&self, seq_len: usize) -> usize {
         self.len.saturating_sub(1) / seq_len
@@ -28,6 +34,13 @@ impl Streams {
 
     /// Window `index`: inputs `(B, seq_len)` and the targets, the same shifted by one, `(B·seq_len)`.
     pub fn window(&self, index: usize, seq_len: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        if (index + 1) * seq_len >= self.len.max(1) {
+            return Err(Error::data(
+                "streams",
+                format!("window {index} of {seq_len} characters is past the rows' {} characters", self.len),
+                "ask for one of the first `windows(seq_len)` windows",
+            ));
+        }
         let start = index * seq_len;
         let mut x = Vec::with_capacity(self.batch * seq_len);
         let mut y = Vec::with_capacity(self.batch * seq_len);
@@ -47,15 +60,19 @@ impl Streams {
 /// when the text does not divide evenly continue the last row, from its state. Returns the loss
 /// and the number of characters scored (`ids.len() - 1`); a text of fewer than two characters is
 /// an error, never a NaN.
-pub fn evaluate(model: &CharLm, ids: &[u32], batch: usize, seq_len: usize) -> Result<(f64, usize)> {
+pub fn evaluate_streams(model: &CharLm, ids: &[u32], batch: usize, seq_len: usize) -> Result<(f64, usize)> {
     let predictions = ids.len().saturating_sub(1);
     if predictions == 0 {
-        bail!(
-            "nothing to score: the text has {} character{}, and scoring needs at least 2 (each character is \
-             predicted from the ones before it)",
-            ids.len(),
-            if ids.len() == 1 { "" } else { "s" }
-        );
+        return Err(Error::data(
+            "text to score",
+            format!(
+                "nothing to score: the text has {} character{}, and scoring needs at least 2 (each character is \
+                 predicted from the ones before it)",
+                ids.len(),
+                if ids.len() == 1 { "" } else { "s" }
+            ),
+            "score a longer text",
+        ));
     }
     let seq_len = seq_len.max(1);
     let rows = batch.min(predictions / seq_len).max(1);
@@ -76,7 +93,7 @@ pub fn evaluate(model: &CharLm, ids: &[u32], batch: usize, seq_len: usize) -> Re
             let x = Tensor::from_vec(x, (row_starts.len(), width), &device)?;
             let y = Tensor::from_vec(y, row_starts.len() * width, &device)?;
             let (logits, next) = model.forward_no_grad(&x, state)?;
-            let loss = recur::train::cross_entropy(&logits.flatten_to(1)?, &y)?.to_dtype(DType::F64)?;
+            let loss = crate::train::cross_entropy(&logits.flatten_to(1)?, &y)?.to_dtype(DType::F64)?;
             total += loss.to_scalar::<f64>()? * y.elem_count() as f64;
             count += y.elem_count();
             Ok(next)
@@ -128,11 +145,12 @@ mod tests {
 mod evaluate_tests {
     use super::*;
     use candle_nn::VarMap;
-    use recur::models::{CellType, CharLmConfig};
+
+    use crate::models::{CellType, CharLmConfig};
 
     fn model() -> CharLm {
         let varmap = VarMap::new();
-        let vb = recur::seeded_var_builder(&varmap, 7, DType::F32, &Device::Cpu);
+        let vb = crate::seeded_var_builder(&varmap, 7, DType::F32, &Device::Cpu);
         let config = CharLmConfig {
             vocab_size: 5,
             cell: CellType::Lstm,
@@ -154,12 +172,12 @@ mod evaluate_tests {
     fn every_character_after_the_first_is_scored() {
         let model = model();
         for n in 2..90 {
-            let (loss, count) = evaluate(&model, &text(n), 4, 16).unwrap();
+            let (loss, count) = evaluate_streams(&model, &text(n), 4, 16).unwrap();
             assert_eq!(count, n - 1, "length {n}");
             assert!(loss.is_finite() && loss > 0.0, "length {n}: {loss}");
         }
-        assert!(evaluate(&model, &text(1), 4, 16).unwrap_err().to_string().contains("nothing to score"));
-        assert!(evaluate(&model, &[], 4, 16).is_err());
+        assert!(evaluate_streams(&model, &text(1), 4, 16).unwrap_err().to_string().contains("nothing to score"));
+        assert!(evaluate_streams(&model, &[], 4, 16).is_err());
     }
 
     /// Windows carry the state: one row read in short windows scores as one long window does.
@@ -167,8 +185,8 @@ mod evaluate_tests {
     fn short_windows_carry_the_state_of_one_row() {
         let model = model();
         let ids = text(61);
-        let (whole, _) = evaluate(&model, &ids, 1, 1000).unwrap();
-        let (windows, _) = evaluate(&model, &ids, 1, 7).unwrap();
+        let (whole, _) = evaluate_streams(&model, &ids, 1, 1000).unwrap();
+        let (windows, _) = evaluate_streams(&model, &ids, 1, 7).unwrap();
         assert!((whole - windows).abs() < 1e-5, "{whole} vs {windows}");
     }
 
@@ -178,12 +196,12 @@ mod evaluate_tests {
     fn rows_and_the_leftover_score_as_their_own_texts() {
         let model = model();
         let ids = text(47); // 46 predictions: 3 rows of 15, one left over
-        let (together, count) = evaluate(&model, &ids, 3, 4).unwrap();
+        let (together, count) = evaluate_streams(&model, &ids, 3, 4).unwrap();
         assert_eq!(count, 46);
         let parts = [&ids[0..16], &ids[15..31], &ids[30..47]];
         let (mut total, mut n) = (0.0, 0);
         for part in parts {
-            let (loss, c) = evaluate(&model, part, 1, 1000).unwrap();
+            let (loss, c) = evaluate_streams(&model, part, 1, 1000).unwrap();
             total += loss * c as f64;
             n += c;
         }

@@ -7,11 +7,12 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use crate::{Error, Result};
 
 /// The lock file inside a run's folder.
 pub const LOCK_FILE: &str = ".recur-run.lock";
-/// The files a run writes into its folder.
+/// The files a run writes into its folder: the checkpoints of the last and of the best
+/// evaluated step, the metrics of every evaluation (one JSON object a line) and their plot.
 pub const RUN_FILES: [&str; 4] = ["last.safetensors", "best.safetensors", "metrics.jsonl", "loss.svg"];
 
 /// Whether `dir` holds a run's checkpoints.
@@ -20,6 +21,17 @@ pub fn holds_run(dir: &Path) -> bool {
 }
 
 /// A folder this process owns until it is dropped.
+///
+/// ```
+/// use recur::train::RunDir;
+/// let base = std::env::temp_dir().join(format!("recur-doc-rundir-{}", std::process::id()));
+/// let run = RunDir::claim_exact(&base.join("run"))?;
+/// // While `run` lives, no other process can claim the folder.
+/// assert!(run.path().join(".recur-run.lock").exists());
+/// drop(run); // it saved no checkpoint, so the folders it made are gone
+/// assert!(!base.exists());
+/// # Ok::<(), recur::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct RunDir {
     path: PathBuf,
@@ -49,15 +61,14 @@ impl RunDir {
             ancestor = dir.parent();
         }
         created.reverse();
-        std::fs::create_dir_all(path).with_context(|| format!("cannot create the output folder {}", path.display()))?;
+        std::fs::create_dir_all(path).map_err(|e| {
+            Error::io("cannot create the run folder", path, e, "check the path and the permissions of its parent")
+        })?;
         let lock_path = path.join(LOCK_FILE);
-        let mut lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .with_context(|| format!("the output folder {} is not writable", path.display()))?;
+        let mut lock =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock_path).map_err(|e| {
+                Error::io("the run folder is not writable: cannot create", &lock_path, e, "pick a writable folder")
+            })?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -66,7 +77,12 @@ impl RunDir {
                 return Ok(Claim::Busy(pid.trim().to_string()));
             }
             Err(TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock the output folder {}", path.display()))
+                return Err(Error::io(
+                    "cannot lock",
+                    &lock_path,
+                    e,
+                    "use a local folder whose file system supports locks",
+                ))
             }
         }
         let _ = lock.set_len(0);
@@ -76,15 +92,14 @@ impl RunDir {
         Ok(Claim::Owned(RunDir { path: path.to_path_buf(), created, _lock: lock }))
     }
 
-    /// Claims exactly `path` (`--out`, or a resumed run's folder).
+    /// Claims exactly `path` (creating it and its parents if need be); [`Error::FolderBusy`]
+    /// while another process owns it.
     pub fn claim_exact(path: &Path) -> Result<Self> {
         match Self::claim(path)? {
             Claim::Owned(dir) => Ok(dir),
-            Claim::Busy(pid) => bail!(
-                "another recur run{} is writing to {} now; wait for it to finish, or pick another --out",
-                if pid.is_empty() { String::new() } else { format!(" (pid {pid})") },
-                path.display()
-            ),
+            Claim::Busy(pid) => {
+                Err(Error::FolderBusy { path: path.to_path_buf(), owner: (!pid.is_empty()).then_some(pid) })
+            }
         }
     }
 
@@ -103,7 +118,11 @@ impl RunDir {
                 }
             }
         }
-        bail!("every {}/{name}-N folder up to 9999 holds a run; pass --out", base.display())
+        Err(Error::config(
+            "RunDir",
+            format!("every {}/{name}-N folder up to 9999 holds a run", base.display()),
+            "name a folder of your own",
+        ))
     }
 
     /// Removes what killed saves left: every `.NAME.tmp-*` of the run's files (no other process
@@ -111,19 +130,19 @@ impl RunDir {
     pub fn remove_stale_temp_files(&self) -> Result<usize> {
         let mut removed = 0;
         for name in RUN_FILES {
-            removed += recur::train::remove_stale_temp_files(&self.path.join(name))?;
+            removed += super::remove_stale_temp_files(&self.path.join(name))?;
         }
         Ok(removed)
     }
 
-    /// Removes the previous run's files (`--overwrite`: a fresh run).
+    /// Removes the previous run's files, to start a fresh run in the folder.
     pub fn clear_previous_run(&self) -> Result<()> {
         for name in RUN_FILES {
             let file = self.path.join(name);
             match std::fs::remove_file(&file) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("cannot remove {} to overwrite it", file.display())),
+                Err(e) => return Err(Error::io("cannot remove (to start afresh)", &file, e, "check its permissions")),
             }
         }
         Ok(())
