@@ -206,7 +206,7 @@ pub fn gradient_flow_with(config: &GradFlowConfig) -> Result<GradFlowReport> {
         let (x, labels) = recall_batch(&mut rng, c.batch_size, c.seq_len, c.num_symbols)?;
         let (output, _) = layer.forward(&x)?; // (B, T, H)
         let logits = head.forward(&output.reshape((c.batch_size * c.seq_len, h))?)?;
-        let targets: Vec<u32> = labels.iter().flat_map(|&k| std::iter::repeat(k).take(c.seq_len)).collect();
+        let targets: Vec<u32> = labels.iter().flat_map(|&k| std::iter::repeat_n(k, c.seq_len)).collect();
         let targets = Tensor::from_vec(targets, c.batch_size * c.seq_len, &device)?;
         let loss = crate::train::cross_entropy(&logits, &targets)?;
         let mut grads = loss.backward()?;

@@ -293,29 +293,11 @@ fn product<T: Float>(
     }
 }
 
-/// Whether the AVX2 + FMA microkernel may run (for `f32`): the CPU has both, checked once. Tests
-/// turn it off with the pointwise passes' switch (`shared::PORTABLE_ONLY`); it is read on the
-/// calling thread, once per product, so rayon's workers follow the caller.
+/// Whether the AVX2 + FMA microkernel may run (for `f32`): the CPU path ([`super::cpu::path`])
+/// is not the portable one. It is read on the calling thread, once per product, so rayon's
+/// workers follow the caller.
 fn simd_available() -> bool {
-    #[cfg(test)]
-    if super::shared::PORTABLE_ONLY.with(|p| p.get()) {
-        return false;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::sync::atomic::{AtomicU8, Ordering};
-        static DETECTED: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 no, 2 yes
-        match DETECTED.load(Ordering::Relaxed) {
-            0 => {
-                let yes = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-                DETECTED.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
-                yes
-            }
-            v => v == 2,
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    super::cpu::path() != super::cpu::CpuPath::Portable
 }
 
 /// One product's operands as raw parts, shared with the threads that each take some panels.

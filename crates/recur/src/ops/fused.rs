@@ -926,11 +926,12 @@ impl FusedLayer {
         let i = self.spec.sizes.input_size;
         // With a lookup, `x` is a table of any number of rows of `I` values.
         let rows = self.spec.rows() * i;
-        let x_want = if (self.spec.lookup.is_some() && i > 0 && x % i == 0) || (self.spec.x_is_output && x >= rows) {
-            x
-        } else {
-            rows
-        };
+        let x_want =
+            if (self.spec.lookup.is_some() && i > 0 && x.is_multiple_of(i)) || (self.spec.x_is_output && x >= rows) {
+                x
+            } else {
+                rows
+            };
         let want = (x_want, self.spec.state_len(), self.spec.param_lens());
         if (x, state, params) != (want.0, want.1, &want.2[..]) {
             candle_core::bail!(
