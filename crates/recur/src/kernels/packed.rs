@@ -6,8 +6,8 @@
 //! zero-padded), panel after panel, each panel `k` rows of `NR` contiguous values.
 //! [`matmul_packed`] then multiplies any strided left-hand matrix with it. For `f32` a
 //! register-blocked microkernel runs on the CPU path [`cpu::path`] chose: with AVX-512
-//! ([`avx512`]) up to 12 rows × 2 panels (32 columns) at a time in 24 of the 32 zmm registers,
-//! with AVX2 and FMA ([`avx2`]) up to 6 rows × 1 panel in 12 of the 16 ymm registers, each
+//! (`packed/avx512.rs`) up to 12 rows × 2 panels (32 columns) at a time in 24 of the 32 zmm registers,
+//! with AVX2 and FMA (`packed/avx2.rs`) up to 6 rows × 1 panel in 12 of the 16 ymm registers, each
 //! broadcasting one left-hand element per row and FMA-ing it with the panel rows; everything else
 //! (`f64`, the portable path) runs a portable blocked loop over the same panels. The packed layout
 //! is the same on every path, so a weight packed once serves any of them. Big products split their
