@@ -1,6 +1,7 @@
 //! The one matrix product every kernel uses: a bounds-checked wrapper over the `gemm` crate, which
-//! hands the big `f32` products with a transposed left operand (the weight gradients) to Recur's
-//! own blocked product instead ([`super::packed::matmul_blocked`], see `blocked_pays`).
+//! hands the big `f32` products with a transposed left operand (the weight gradients), and on the
+//! AVX-512 path every big `f32` product, to Recur's own blocked product instead
+//! ([`super::packed::matmul_blocked`], see `blocked_pays`).
 //!
 //! Matrices are described by a slice plus a row stride and a column stride (in elements), so a
 //! transposed operand is just the same slice with its strides swapped. Nothing is allocated per
@@ -10,6 +11,7 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::cpu::CpuPath;
 use super::Float;
 
 static THREADS: AtomicUsize = AtomicUsize::new(0);
@@ -56,8 +58,15 @@ pub fn num_threads() -> usize {
 }
 
 /// Whether an `f32` product goes to [`super::packed::matmul_blocked`] rather than the `gemm`
-/// crate: when `lhs` is not row-major (the weight gradients `dgatesᵀ · x` of the backward) and
-/// every side is at least 128, so that packing `lhs` is paid back over enough columns.
+/// crate: when every side is at least 128, so that packing `lhs` is paid back over enough
+/// columns, and `lhs` is not row-major (the weight gradients `dgatesᵀ · x` of the backward) or the
+/// CPU path is AVX-512 (the `gemm` crate, built without its `x86-v4` feature, runs AVX2 there).
+///
+/// Measured on a Xeon (Sapphire Rapids, 1 thread, `benches/products.rs`, medians): the input
+/// projection `x · W_ihᵀ` of M (`3200 × 128 × 1024`) 104 GFLOP/s through the `gemm` crate, 187
+/// blocked on AVX-512; L's (`3200 × 512 × 4096`) 99 against 139; M's `dgates · W_ih`
+/// (`3200 × 1024 × 128`) 111 against 113. On the AVX2 path the crate stays faster there (M's
+/// projection 108 against 104, L's 97 against 85).
 ///
 /// Measured on Zen 3, 1 thread: side by side (best of 12 alternating runs) at weight-gradient
 /// shapes (`m` 1024–4096, `k` 2048–3200, `n` 256–1024) blocking ran at 0.89–0.91 of the `gemm`
@@ -66,8 +75,8 @@ pub fn num_threads() -> usize {
 /// scalar packing of a 256 × 800 `lhs` for 32 or 64 columns); with this rule S and M measure as
 /// before (2.26 against 2.24 ms, 268 against 264 ms, medians of 3 alternating runs) and L 1758
 /// against 1853 ms.
-fn blocked_pays<T>(lhs: MatRef<'_, T>, m: usize, k: usize, n: usize) -> bool {
-    lhs.cs != 1 && m >= 128 && n >= 128 && k >= 128
+fn blocked_pays<T>(lhs: MatRef<'_, T>, m: usize, k: usize, n: usize, path: CpuPath) -> bool {
+    (lhs.cs != 1 || path == CpuPath::Avx512) && m >= 128 && n >= 128 && k >= 128
 }
 
 /// A read-only strided matrix view: element `(r, c)` is `data[r * rs + c * cs]`.
@@ -138,7 +147,7 @@ pub fn matmul<T: Float>(dst: &mut [T], dst_rs: usize, accumulate: bool, lhs: Mat
     lhs.check();
     rhs.check();
     let threads = if serial_active() { 1 } else { num_threads() };
-    if blocked_pays(lhs, m, k, n) && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+    if blocked_pays(lhs, m, k, n, super::cpu::path()) && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
         // SAFETY: `T` is `f32` (checked just above), so these are the same slices renamed.
         let (dst32, lhs32, rhs32) = unsafe {
             (
@@ -213,6 +222,53 @@ mod tests {
                 ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
             })
             .collect()
+    }
+
+    /// Products big enough for `blocked_pays`, on every CPU path the machine has, with a row-major
+    /// and a transposed left operand (the `gemm` crate or the blocked product, by path), in f32
+    /// and f64, against the naive loop.
+    #[test]
+    fn big_products_match_naive_on_every_path() {
+        let (m, k, n) = (130, 129, 131);
+        let a = filled(m * k, 4);
+        let b = filled(n * k, 5);
+        for path in super::super::cpu::supported_paths() {
+            for transposed in [false, true] {
+                for accumulate in [false, true] {
+                    fn view<T>(a: &[T], transposed: bool, m: usize, k: usize) -> MatRef<'_, T> {
+                        if transposed {
+                            MatRef::new(a, k, m).t()
+                        } else {
+                            MatRef::new(a, m, k)
+                        }
+                    }
+                    let mut want = filled(m * n, 6);
+                    matmul_naive(&mut want, n, accumulate, view(&a, transposed, m, k), MatRef::new(&b, n, k).t());
+                    let what = format!("{path} transposed={transposed} accumulate={accumulate}");
+                    assert_eq!(
+                        blocked_pays(view(&a, transposed, m, k), m, k, n, path),
+                        transposed || path == CpuPath::Avx512,
+                        "{what}"
+                    );
+                    let (a32, b32): (Vec<f32>, Vec<f32>) =
+                        (a.iter().map(|&v| v as f32).collect(), b.iter().map(|&v| v as f32).collect());
+                    let mut got: Vec<f32> = filled(m * n, 6).iter().map(|&v| v as f32).collect();
+                    super::super::cpu::with_path(path, || {
+                        matmul(&mut got, n, accumulate, view(&a32, transposed, m, k), MatRef::new(&b32, n, k).t())
+                    });
+                    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                        assert!((g as f64 - w).abs() < 1e-4 * w.abs().max(1.0), "{what} [{i}]: {g} vs {w}");
+                    }
+                    let mut got64 = filled(m * n, 6);
+                    super::super::cpu::with_path(path, || {
+                        matmul(&mut got64, n, accumulate, view(&a, transposed, m, k), MatRef::new(&b, n, k).t())
+                    });
+                    for (i, (&g, &w)) in got64.iter().zip(&want).enumerate() {
+                        assert!((g - w).abs() < 1e-10 * w.abs().max(1.0), "{what} f64 [{i}]: {g} vs {w}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

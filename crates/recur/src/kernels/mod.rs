@@ -30,6 +30,7 @@
 //!   Their lengths come from the `*_workspace_len` / `*_scratch_len` functions; the caller
 //!   allocates them.
 
+pub mod cpu;
 pub mod gemm;
 pub mod gru;
 pub mod lstm;

@@ -4,16 +4,18 @@
 //!
 //! [`pack_rhs`] lays a `(k × n)` matrix out as column panels of [`NR`] columns (the last one
 //! zero-padded), panel after panel, each panel `k` rows of `NR` contiguous values.
-//! [`matmul_packed`] then multiplies any strided left-hand matrix with it: on x86_64 with AVX2 and
-//! FMA (checked at run time) for `f32`, a register-blocked microkernel computes up to 6 rows × 16
-//! columns at a time, broadcasting one left-hand element per row and FMA-ing it with the two
-//! 8-lane halves of a panel row; everything else (`f64`, other CPUs) runs a portable blocked loop
-//! over the same panels. Big products split their panels between threads; `matmul_packed` never
-//! allocates.
+//! [`matmul_packed`] then multiplies any strided left-hand matrix with it. For `f32` a
+//! register-blocked microkernel runs on the CPU path [`cpu::path`] chose: with AVX-512
+//! (`packed/avx512.rs`) up to 12 rows × 2 panels (32 columns) at a time in 24 of the 32 zmm registers,
+//! with AVX2 and FMA (`packed/avx2.rs`) up to 6 rows × 1 panel in 12 of the 16 ymm registers, each
+//! broadcasting one left-hand element per row and FMA-ing it with the panel rows; everything else
+//! (`f64`, the portable path) runs a portable blocked loop over the same panels. The packed layout
+//! is the same on every path, so a weight packed once serves any of them. Big products split their
+//! panels between threads; `matmul_packed` never allocates.
 //!
-//! [`matmul_blocked`] reuses that microkernel for a general product (both operands packed block by
-//! block, BLIS-style, into per-thread buffers that grow to the largest product a thread has run);
-//! [`super::gemm::matmul`] sends it the weight-gradient products.
+//! [`matmul_blocked`] reuses the path's microkernel for a general product (both operands packed
+//! block by block, BLIS-style, into per-thread buffers that grow to the largest product a thread
+//! has run); [`super::gemm::matmul`] sends it the weight-gradient products.
 //!
 //! Packing costs about one pass over the weight, so it only pays over enough steps: the kernels
 //! hold their per-step weights as a [`StepRhs`], packed when [`packing_pays`] for the layer's
@@ -21,10 +23,12 @@
 
 use std::ops::Range;
 
+use super::cpu::{self, CpuPath};
 use super::gemm::{matmul, num_threads, serial_active, MatRef};
 use super::{Dims, Float};
 
-/// Columns per packed panel: two 8-lane AVX2 vectors of `f32`.
+/// Columns per packed panel: two 8-lane AVX2 vectors of `f32`, one 16-lane AVX-512 vector (whose
+/// microkernel takes two panels at a time).
 pub const NR: usize = 16;
 
 /// Products with at least this many multiply-adds split their panels between threads.
@@ -159,18 +163,20 @@ pub fn matmul_packed<T: Float>(
     let (m, k) = (lhs.rows, lhs.cols);
     let threads = if serial_active() { 1 } else { num_threads() };
     let threads = if threads > 1 && m * n * k >= PARALLEL_MIN_FMAS { threads } else { 1 };
-    product(dst, dst_rs, accumulate, lhs, packed, n, threads, simd_available());
+    product(dst, dst_rs, accumulate, lhs, packed, n, threads, cpu::path());
 }
 
 /// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)` for `f32`, any strides, as [`matmul`], blocked
 /// the way BLIS blocks a product: `rhs` is packed [`KC`] rows at a time into the panels of
-/// [`pack_rhs`], `lhs` [`MC`] rows by [`KC`] values at a time into strips of 6 rows, and the AVX2
-/// microkernel of [`matmul_packed`] runs over them. Columns are split between up to `threads`
-/// threads (each packing its own operands). The packing buffers are kept per thread and grow to
-/// the largest product seen (at most `MC·KC` and `KC·n` values).
+/// [`pack_rhs`], `lhs` [`MC`] rows by [`KC`] values at a time into strips of the microkernel's
+/// rows (12 with AVX-512, 6 with AVX2), and the microkernel of [`matmul_packed`] for the CPU path
+/// ([`cpu::path`]) runs over them. Columns are split between up to `threads` threads (each packing
+/// its own operands). The packing buffers are kept per thread and grow to the largest product seen
+/// (at most `MC·KC` and `KC·n` values).
 ///
-/// Returns `false`, touching nothing, when the CPU lacks AVX2 or FMA. Panics (an internal
-/// invariant) if a view reaches past its slice or the inner dimensions disagree.
+/// Returns `false`, touching nothing, on the portable path (no AVX2 and FMA, or `RECUR_CPU`
+/// asked for it). Panics (an internal invariant) if a view reaches past its slice or the inner
+/// dimensions disagree.
 pub fn matmul_blocked(
     dst: &mut [f32],
     dst_rs: usize,
@@ -179,7 +185,20 @@ pub fn matmul_blocked(
     rhs: MatRef<'_, f32>,
     threads: usize,
 ) -> bool {
-    if !simd_available() {
+    blocked_on(dst, dst_rs, accumulate, lhs, rhs, threads, cpu::path())
+}
+
+/// [`matmul_blocked`] on the CPU path `path`, which the CPU must support.
+fn blocked_on(
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: MatRef<'_, f32>,
+    rhs: MatRef<'_, f32>,
+    threads: usize,
+    path: CpuPath,
+) -> bool {
+    if path == CpuPath::Portable {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
@@ -201,21 +220,31 @@ pub fn matmul_blocked(
         }
         lhs.check();
         rhs.check();
-        let job = avx2::Blocked { dst: dst.as_mut_ptr(), dst_rs, accumulate, lhs, rhs };
-        let panels = n.div_ceil(NR);
-        let parts = threads.min(panels).max(1);
-        if parts == 1 {
+        let job = Blocked { dst: dst.as_mut_ptr(), dst_rs, accumulate, lhs, rhs };
+        // The AVX-512 microkernel takes panels two at a time: split the columns in pairs.
+        let unit = if path == CpuPath::Avx512 { 2 * NR } else { NR };
+        let units = n.div_ceil(unit);
+        let parts = threads.min(units).max(1);
+        let run = |c0: usize, c1: usize| {
             // SAFETY: the operands' bounds were checked above, `dst` is borrowed mutably for the
-            // call, and the CPU has AVX2 and FMA (`simd_available`).
-            unsafe { job.run(0, n) };
+            // call, the parts' column ranges are disjoint and rows do not overlap (`dst_rs ≥ n`),
+            // so the tasks write disjoint elements of `dst`; the CPU supports `path` (the
+            // caller's contract, `cpu::path` only answers supported paths).
+            unsafe {
+                match path {
+                    CpuPath::Avx512 => avx512::blocked(job, c0, c1),
+                    _ => avx2::blocked(job, c0, c1),
+                }
+            }
+        };
+        if parts == 1 {
+            run(0, n);
         } else {
             use rayon::prelude::*;
             (0..parts).into_par_iter().for_each(|part| {
-                let c0 = panels * part / parts * NR;
-                let c1 = (panels * (part + 1) / parts * NR).min(n);
-                // SAFETY: as above; the parts' column ranges are disjoint and rows do not overlap
-                // (`dst_rs ≥ n`), so the tasks write disjoint elements of `dst`.
-                unsafe { job.run(c0, c1) };
+                let c0 = units * part / parts * unit;
+                let c1 = (units * (part + 1) / parts * unit).min(n);
+                run(c0, c1);
             });
         }
         true
@@ -235,8 +264,8 @@ pub const KC: usize = 256;
 /// L2); a multiple of the microkernel's 6 rows.
 pub const MC: usize = 144;
 
-/// [`matmul_packed`] with the thread count and the instruction set chosen by the caller (tests
-/// pick them directly).
+/// [`matmul_packed`] with the thread count and the CPU path chosen by the caller (tests pick them
+/// directly); the CPU must support `path`.
 #[allow(clippy::too_many_arguments)]
 fn product<T: Float>(
     dst: &mut [T],
@@ -246,7 +275,7 @@ fn product<T: Float>(
     packed: &[T],
     n: usize,
     threads: usize,
-    simd: bool,
+    path: CpuPath,
 ) {
     let (m, k) = (lhs.rows, lhs.cols);
     if m == 0 || n == 0 {
@@ -277,45 +306,24 @@ fn product<T: Float>(
         n,
     };
     let panels = n.div_ceil(NR);
-    let parts = threads.min(panels).max(1);
+    // The AVX-512 microkernel takes panels two at a time: split them in pairs.
+    let unit = if path == CpuPath::Avx512 { 2 } else { 1 };
+    let units = panels.div_ceil(unit);
+    let parts = threads.min(units).max(1);
     if parts == 1 {
         // SAFETY: the bounds of every operand were checked above, and `dst` is borrowed mutably
-        // for the whole call, so nothing else reads or writes it.
-        unsafe { job.run(0..panels, simd) };
+        // for the whole call, so nothing else reads or writes it; the CPU supports `path` (our
+        // caller's contract).
+        unsafe { job.run(0..panels, path) };
     } else {
         use rayon::prelude::*;
         (0..parts).into_par_iter().for_each(|part| {
-            let range = panels * part / parts..panels * (part + 1) / parts;
+            let range = (units * part / parts * unit).min(panels)..(units * (part + 1) / parts * unit).min(panels);
             // SAFETY: as above; the parts' panel ranges are disjoint, so (rows not overlapping,
             // `dst_rs ≥ n`) the tasks write disjoint elements of `dst`, and only read the operands.
-            unsafe { job.run(range, simd) };
+            unsafe { job.run(range, path) };
         });
     }
-}
-
-/// Whether the AVX2 + FMA microkernel may run (for `f32`): the CPU has both, checked once. Tests
-/// turn it off with the pointwise passes' switch (`shared::PORTABLE_ONLY`); it is read on the
-/// calling thread, once per product, so rayon's workers follow the caller.
-fn simd_available() -> bool {
-    #[cfg(test)]
-    if super::shared::PORTABLE_ONLY.with(|p| p.get()) {
-        return false;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::sync::atomic::{AtomicU8, Ordering};
-        static DETECTED: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 no, 2 yes
-        match DETECTED.load(Ordering::Relaxed) {
-            0 => {
-                let yes = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-                DETECTED.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
-                yes
-            }
-            v => v == 2,
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// One product's operands as raw parts, shared with the threads that each take some panels.
@@ -353,17 +361,21 @@ impl<T: Float> Product<T> {
     /// # Safety
     /// Every element the product reads or writes lies inside its buffer (`dst` covers
     /// `(m − 1)·dst_rs + n` elements with `dst_rs ≥ n` when `m > 1`, `lhs` covers its strided
-    /// `(m × k)` view, `packed` covers [`packed_len`]`(k, n)`), and nobody else accesses the columns
-    /// of these panels of `dst` meanwhile.
-    unsafe fn run(self, panels: Range<usize>, simd: bool) {
+    /// `(m × k)` view, `packed` covers [`packed_len`]`(k, n)`), nobody else accesses the columns
+    /// of these panels of `dst` meanwhile, and the CPU supports `path`.
+    unsafe fn run(self, panels: Range<usize>, path: CpuPath) {
         #[cfg(target_arch = "x86_64")]
-        if simd && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
             // SAFETY: `T` is `f32` (checked just above), so the casts only rename the type; the
-            // CPU has AVX2 and FMA (`simd` comes from `simd_available`); the rest is our contract.
-            return unsafe { avx2::run(self.cast::<f32>(), panels) };
+            // CPU supports `path`; the rest is our contract.
+            match path {
+                CpuPath::Avx512 => return unsafe { avx512::run(self.cast::<f32>(), panels) },
+                CpuPath::Avx2 => return unsafe { avx2::run(self.cast::<f32>(), panels) },
+                CpuPath::Portable => {}
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = simd;
+        let _ = path;
         // SAFETY: our contract.
         unsafe { portable_run(self, panels) }
     }
@@ -447,393 +459,76 @@ unsafe fn portable_block<T: Float, const MR: usize>(job: Product<T>, row: usize,
     }
 }
 
-/// The AVX2 + FMA product for `f32`.
+/// The operands of one [`matmul_blocked`] call, shared with the threads that each take some
+/// columns.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::*;
-    use std::cell::RefCell;
-    use std::ops::Range;
+#[derive(Clone, Copy)]
+struct Blocked<'a> {
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: MatRef<'a, f32>,
+    rhs: MatRef<'a, f32>,
+}
 
-    use super::{pack_rhs, packed_len, MatRef, Product, KC, MC, NR};
+// SAFETY: `Blocked` carries the pointers of one `matmul_blocked` call to the rayon tasks it
+// waits for; each task writes its own columns of `dst` and only reads `lhs` and `rhs`.
+#[cfg(target_arch = "x86_64")]
+unsafe impl Send for Blocked<'_> {}
+// SAFETY: as above.
+#[cfg(target_arch = "x86_64")]
+unsafe impl Sync for Blocked<'_> {}
 
-    /// Most rows per microkernel call: `6 × 2` accumulators, 2 panel vectors and a broadcast
-    /// fill 15 of the 16 ymm registers.
-    const MR: usize = 6;
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// Per-thread packing buffers of `matmul_blocked` (whichever path runs it): the `lhs` block
+    /// and the `rhs` panels.
+    static BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
 
-    /// Most values of `k` one microkernel call runs over; a longer `k` is cut into equal slices.
-    const KC_MAX: usize = 1024;
-
-    /// Computes panels `panels` of the product.
-    ///
-    /// # Safety
-    /// That of [`Product::run`], and the CPU supports AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn run(job: Product<f32>, panels: Range<usize>) {
-        let (m, k) = (job.m, job.k);
-        // Measured on Zen 3 at the recurrent shapes: running the whole of `k` per call beats cutting
-        // it to fit L1 (the hardware prefetchers keep the panel and `lhs` rows streaming from L2),
-        // so `k` is only cut when it is very long.
-        let kc = k.div_ceil(k.div_ceil(KC_MAX));
-        let blocks = m.div_ceil(MR);
-        let mut k0 = 0;
-        while k0 < k {
-            let depth = kc.min(k - k0);
-            let load = job.accumulate || k0 > 0;
-            // While the blocks run down one panel slice (read from L2 after the first block), they
-            // fetch the next panel's slice into L2, each block a share of its `depth` cache lines
-            // (a panel row of `NR` f32 is one 64-byte line). Without this the first block of each
-            // panel waits on memory whenever the weight outgrows L2. Measured on Zen 3, 1 thread,
-            // best of 10 alternating runs: L's `64 × 1024 × 4096` (a 16 MiB weight) 75.7 → 89.8
-            // GFLOP/s and `64 × 4096 × 1024` 82.2 → 92.8; M's shapes 0.93–0.99 of the time.
-            let share = depth.div_ceil(blocks);
-            for panel in panels.clone() {
-                let col0 = panel * NR;
-                let width = (job.n - col0).min(NR);
-                // SAFETY: rows `k0..k0 + depth` of the panel lie inside `packed` (our contract).
-                let b = unsafe { job.packed.add(panel * k * NR + k0 * NR) };
-                let next = if panel + 1 < panels.end { depth } else { 0 };
-                // Only ever prefetched (never read), and inside `packed` when `next > 0`.
-                let next_b = b.wrapping_add(k * NR);
-                // Spread the rows evenly over the blocks (32 = 6+6+5+5+5+5, not 6·5+2).
-                let mut row = 0;
-                for block in 0..blocks {
-                    let rows = (m - row).div_ceil(blocks - block);
-                    let first = (block * share).min(next);
-                    let prefetch = Prefetch {
-                        from: next_b.wrapping_add(first * NR),
-                        lines: (first + share).min(next) - first,
-                        every: depth / share.max(1),
-                    };
-                    // SAFETY: rows `row..row + rows ≤ m`, columns `k0..k0 + depth ≤ k` of `lhs` and
-                    // the panel's columns of `dst` are inside their buffers (our contract).
-                    unsafe {
-                        let a = job.lhs.add(row * job.lhs_rs + k0 * job.lhs_cs);
-                        let c = job.dst.add(row * job.dst_rs + col0);
-                        Tile { a, a_rs: job.lhs_rs, a_cs: job.lhs_cs, b, depth, load, prefetch }
-                            .write_rows(rows, c, job.dst_rs, width);
-                    }
-                    row += rows;
-                }
-            }
-            k0 += depth;
-        }
+/// Packs rows `r0..r0 + mr` and columns `p0..p0 + kc` of `lhs` into `buf` as strips of
+/// `MR` rows: strip `s` at `s·MR·kc`, element `(i, p)` of it at `p·MR + i` (a last strip
+/// of fewer rows leaves its unused slots as they were).
+#[cfg(target_arch = "x86_64")]
+fn pack_lhs<const MR: usize>(lhs: MatRef<'_, f32>, r0: usize, mr: usize, p0: usize, kc: usize, buf: &mut Vec<f32>) {
+    let len = mr.div_ceil(MR) * MR * kc;
+    if buf.len() < len {
+        buf.resize(len, 0.0);
     }
-
-    /// The operands of one [`super::matmul_blocked`] call, shared with the threads that each
-    /// take some columns.
-    #[derive(Clone, Copy)]
-    pub(super) struct Blocked<'a> {
-        pub(super) dst: *mut f32,
-        pub(super) dst_rs: usize,
-        pub(super) accumulate: bool,
-        pub(super) lhs: MatRef<'a, f32>,
-        pub(super) rhs: MatRef<'a, f32>,
-    }
-
-    // SAFETY: `Blocked` carries the pointers of one `matmul_blocked` call to the rayon tasks it
-    // waits for; each task writes its own columns of `dst` and only reads `lhs` and `rhs`.
-    unsafe impl Send for Blocked<'_> {}
-    // SAFETY: as above.
-    unsafe impl Sync for Blocked<'_> {}
-
-    thread_local! {
-        /// Per-thread packing buffers of `matmul_blocked`: the `lhs` block and the `rhs` panels.
-        static BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-    }
-
-    impl Blocked<'_> {
-        /// Computes columns `c0..c1` of the product.
-        ///
-        /// # Safety
-        /// The views lie inside their slices, `dst` covers `(m − 1)·dst_rs + n` elements with
-        /// `dst_rs ≥ n` when `m > 1`, nobody else accesses columns `c0..c1` of `dst` meanwhile,
-        /// `c0 < c1 ≤ n`, and the CPU has AVX2 and FMA.
-        pub(super) unsafe fn run(self, c0: usize, c1: usize) {
-            BUFFERS.with(|buffers| {
-                let mut buffers = buffers.borrow_mut();
-                let (a_buf, b_buf) = &mut *buffers;
-                // SAFETY: our contract.
-                unsafe { self.run_with(c0, c1, a_buf, b_buf) }
-            });
-        }
-
-        /// [`Blocked::run`] with the packing buffers given.
-        ///
-        /// # Safety
-        /// That of [`Blocked::run`].
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn run_with(self, c0: usize, c1: usize, a_buf: &mut Vec<f32>, b_buf: &mut Vec<f32>) {
-            let (lhs, rhs) = (self.lhs, self.rhs);
-            let (m, k) = (lhs.rows, lhs.cols);
-            let width = c1 - c0;
-            let panels = width.div_ceil(NR);
-            let mut pc = 0;
-            while pc < k {
-                let kc = KC.min(k - pc);
-                let sub = MatRef {
-                    data: &rhs.data[pc * rhs.rs + c0 * rhs.cs..],
-                    rows: kc,
-                    cols: width,
-                    rs: rhs.rs,
-                    cs: rhs.cs,
-                };
-                let b_len = packed_len(kc, width);
-                if b_buf.len() < b_len {
-                    b_buf.resize(b_len, 0.0);
-                }
-                pack_rhs(sub, b_buf);
-                let load = self.accumulate || pc > 0;
-                let mut ic = 0;
-                while ic < m {
-                    let mc = MC.min(m - ic);
-                    pack_lhs(lhs, ic, mc, pc, kc, a_buf);
-                    for panel in 0..panels {
-                        let col = c0 + panel * NR;
-                        let w = (c1 - col).min(NR);
-                        // SAFETY: panel `panel` of the packed slice holds `kc × NR` values.
-                        let b = unsafe { b_buf.as_ptr().add(panel * kc * NR) };
-                        let mut row = 0;
-                        while row < mc {
-                            let rows = (mc - row).min(MR);
-                            // SAFETY: the strip of rows `row..row + rows` holds `kc × MR` values
-                            // (`pack_lhs`), and rows `ic + row..` of columns `col..col + w` are
-                            // inside `dst` and ours (our contract).
-                            unsafe {
-                                let a = a_buf.as_ptr().add(row * kc);
-                                let c = self.dst.add((ic + row) * self.dst_rs + col);
-                                let prefetch = Prefetch::NONE;
-                                Tile { a, a_rs: 1, a_cs: MR, b, depth: kc, load, prefetch }.write_rows(
-                                    rows,
-                                    c,
-                                    self.dst_rs,
-                                    w,
-                                );
-                            }
-                            row += rows;
-                        }
-                    }
-                    ic += mc;
-                }
-                pc += kc;
-            }
-        }
-    }
-
-    /// Packs rows `r0..r0 + mr` and columns `p0..p0 + kc` of `lhs` into `buf` as strips of
-    /// [`MR`] rows: strip `s` at `s·MR·kc`, element `(i, p)` of it at `p·MR + i` (a last strip
-    /// of fewer rows leaves its unused slots as they were).
-    fn pack_lhs(lhs: MatRef<'_, f32>, r0: usize, mr: usize, p0: usize, kc: usize, buf: &mut Vec<f32>) {
-        let len = mr.div_ceil(MR) * MR * kc;
-        if buf.len() < len {
-            buf.resize(len, 0.0);
-        }
-        let (data, rs, cs) = (lhs.data, lhs.rs, lhs.cs);
-        for (s, strip) in buf[..len].chunks_exact_mut(MR * kc).enumerate() {
-            let first = r0 + s * MR;
-            let rows = (r0 + mr - first).min(MR);
-            if cs == 1 {
-                for i in 0..rows {
-                    let src = &data[(first + i) * rs + p0..(first + i) * rs + p0 + kc];
-                    for (p, &v) in src.iter().enumerate() {
-                        strip[p * MR + i] = v;
-                    }
-                }
-            } else if rs == 1 && rows == MR {
-                // A transposed row-major matrix (`dgatesᵀ`): each column of the strip is a run of
-                // `MR` values (a fixed-length copy, which compiles to a few moves, not a call).
-                for (p, dst) in strip.chunks_exact_mut(MR).enumerate() {
-                    let base = first + (p0 + p) * cs;
-                    dst.copy_from_slice(&data[base..base + MR]);
-                }
-            } else {
-                for (p, dst) in strip.chunks_exact_mut(MR).enumerate() {
-                    let base = first * rs + (p0 + p) * cs;
-                    for (i, d) in dst[..rows].iter_mut().enumerate() {
-                        *d = data[base + i * rs];
-                    }
+    let (data, rs, cs) = (lhs.data, lhs.rs, lhs.cs);
+    for (s, strip) in buf[..len].chunks_exact_mut(MR * kc).enumerate() {
+        let first = r0 + s * MR;
+        let rows = (r0 + mr - first).min(MR);
+        if cs == 1 {
+            for i in 0..rows {
+                let src = &data[(first + i) * rs + p0..(first + i) * rs + p0 + kc];
+                for (p, &v) in src.iter().enumerate() {
+                    strip[p * MR + i] = v;
                 }
             }
-        }
-    }
-
-    /// One microkernel call's inputs: `ROWS` rows of `lhs` from `a` (strides `a_rs`, `a_cs`) over
-    /// `depth` values of `k`, one panel slice `b` (`depth × NR`, contiguous), and whether to add
-    /// to what `dst` holds (`load`) or overwrite it.
-    #[derive(Clone, Copy)]
-    struct Tile {
-        a: *const f32,
-        a_rs: usize,
-        a_cs: usize,
-        b: *const f32,
-        depth: usize,
-        load: bool,
-        prefetch: Prefetch,
-    }
-
-    /// Cache lines a microkernel call asks the CPU to fetch into L2 while it runs: `lines`
-    /// consecutive 64-byte lines from `from`, one every `every` values of `k`. Prefetching never
-    /// faults and changes no result, so `from` needs no validity beyond being computed without
-    /// overflow.
-    #[derive(Clone, Copy)]
-    struct Prefetch {
-        from: *const f32,
-        lines: usize,
-        every: usize,
-    }
-
-    impl Prefetch {
-        /// Fetches nothing.
-        const NONE: Prefetch = Prefetch { from: std::ptr::null(), lines: 0, every: 1 };
-    }
-
-    impl Tile {
-        /// [`Tile::write`] for `rows` (1 to [`MR`]) rows. Fewer than 4 rows give fewer than 8
-        /// accumulators, too few to hide the FMA latency (4 cycles, 2 per cycle): those also split
-        /// `k` into `U` sums.
-        ///
-        /// # Safety
-        /// That of [`Tile::write`] with `ROWS = rows`.
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn write_rows(self, rows: usize, c: *mut f32, c_rs: usize, width: usize) {
-            // SAFETY: our contract, with `ROWS` the number of rows given.
-            unsafe {
-                match rows {
-                    1 => self.write::<1, 4>(c, c_rs, width),
-                    2 => self.write::<2, 2>(c, c_rs, width),
-                    3 => self.write::<3, 2>(c, c_rs, width),
-                    4 => self.write::<4, 1>(c, c_rs, width),
-                    5 => self.write::<5, 1>(c, c_rs, width),
-                    _ => self.write::<MR, 1>(c, c_rs, width),
-                }
+        } else if rs == 1 && rows == MR {
+            // A transposed row-major matrix (`dgatesᵀ`): each column of the strip is a run of
+            // `MR` values (a fixed-length copy, which compiles to a few moves, not a call).
+            for (p, dst) in strip.chunks_exact_mut(MR).enumerate() {
+                let base = first + (p0 + p) * cs;
+                dst.copy_from_slice(&data[base..base + MR]);
             }
-        }
-
-        /// `dst (ROWS × width) [+]= a · b` for `dst` at `c` with row stride `c_rs`; a partial
-        /// panel (`width < NR`) goes through a stack tile so no column past `width` is touched.
-        ///
-        /// # Safety
-        /// `a` covers `ROWS × depth` elements at its strides, `b` covers `depth × NR`, `c` covers
-        /// `ROWS` rows of `width ≤ NR` columns at stride `c_rs`, owned by the caller; AVX2 + FMA.
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn write<const ROWS: usize, const U: usize>(self, c: *mut f32, c_rs: usize, width: usize) {
-            if width == NR {
-                // SAFETY: our contract, with the full `NR` columns.
-                unsafe { self.kernel::<ROWS, U>(c, c_rs) };
-                return;
-            }
-            let mut tile = [0.0f32; MR * NR];
-            if self.load {
-                for i in 0..ROWS {
-                    for j in 0..width {
-                        // SAFETY: `(i, j)` with `j < width` is inside `c` (our contract).
-                        tile[i * NR + j] = unsafe { *c.add(i * c_rs + j) };
-                    }
-                }
-            }
-            // SAFETY: the stack tile holds `MR ≥ ROWS` rows of `NR` columns at stride `NR`.
-            unsafe { self.kernel::<ROWS, U>(tile.as_mut_ptr(), NR) };
-            for i in 0..ROWS {
-                for j in 0..width {
-                    // SAFETY: as for the loads above.
-                    unsafe { *c.add(i * c_rs + j) = tile[i * NR + j] };
-                }
-            }
-        }
-
-        /// The microkernel: `c (ROWS × NR) [+]= a · b` in `U × ROWS × 2` ymm accumulators, set `u`
-        /// summing the values of `k` that are `u` modulo `U`.
-        ///
-        /// # Safety
-        /// As [`Tile::write`] with `width = NR`.
-        #[target_feature(enable = "avx2,fma")]
-        #[inline]
-        unsafe fn kernel<const ROWS: usize, const U: usize>(self, c: *mut f32, c_rs: usize) {
-            // SAFETY: `__m256` is plain data, all-zero bits are eight 0.0 lanes.
-            let mut sums: [[[__m256; 2]; ROWS]; U] = unsafe { std::mem::zeroed() };
-            if self.load {
-                // Start fetching what the sum is added to at the end, while the FMAs run.
-                for i in 0..ROWS {
-                    // SAFETY: row `i` of `c` has `NR` columns (our contract); prefetching reads
-                    // nothing the program sees.
-                    unsafe {
-                        let row = c.add(i * c_rs);
-                        _mm_prefetch::<_MM_HINT_T0>(row.cast());
-                        _mm_prefetch::<_MM_HINT_T0>(row.add(NR - 1).cast());
-                    }
-                }
-            }
-            let mut rows = [self.a; ROWS];
-            for (i, row) in rows.iter_mut().enumerate() {
-                // SAFETY: row `i < ROWS` of `a` is inside `lhs` (our contract).
-                *row = unsafe { self.a.add(i * self.a_rs) };
-            }
-            let full = self.depth - self.depth % U;
-            let mut p = 0;
-            let (mut line, mut countdown) = (0, 0);
-            let every = self.prefetch.every.max(1).div_ceil(U);
-            while p < full {
-                if countdown == 0 {
-                    if line < self.prefetch.lines {
-                        // Prefetching reads nothing the program sees and never faults.
-                        _mm_prefetch::<_MM_HINT_T1>(self.prefetch.from.wrapping_add(line * NR).cast());
-                        line += 1;
-                    }
-                    countdown = every;
-                }
-                countdown -= 1;
-                for (u, acc) in sums.iter_mut().enumerate() {
-                    // SAFETY: `p + u < full ≤ depth`.
-                    unsafe { self.step(acc, &rows, p + u) };
-                }
-                p += U;
-            }
-            for p in full..self.depth {
-                // SAFETY: `p < depth`.
-                unsafe { self.step(&mut sums[0], &rows, p) };
-            }
-            for i in 0..ROWS {
-                // SAFETY: row `i` of `c` has `NR = 16` columns (our contract).
-                unsafe {
-                    let row = c.add(i * c_rs);
-                    let mut acc = sums[0][i];
-                    for more in &sums[1..] {
-                        acc[0] = _mm256_add_ps(acc[0], more[i][0]);
-                        acc[1] = _mm256_add_ps(acc[1], more[i][1]);
-                    }
-                    if self.load {
-                        acc[0] = _mm256_add_ps(_mm256_loadu_ps(row), acc[0]);
-                        acc[1] = _mm256_add_ps(_mm256_loadu_ps(row.add(8)), acc[1]);
-                    }
-                    _mm256_storeu_ps(row, acc[0]);
-                    _mm256_storeu_ps(row.add(8), acc[1]);
-                }
-            }
-        }
-
-        /// One value `p` of `k`: row `p` of the panel slice times column `p` of `a` (whose rows
-        /// start at `rows`), added into `acc`.
-        ///
-        /// # Safety
-        /// As [`Tile::kernel`], and `p < depth`.
-        #[target_feature(enable = "avx2,fma")]
-        #[inline]
-        unsafe fn step<const ROWS: usize>(self, acc: &mut [[__m256; 2]; ROWS], rows: &[*const f32; ROWS], p: usize) {
-            // SAFETY: row `p < depth` of the panel slice has `NR` values, and element `(i, p)` of
-            // `a` is inside `lhs` (our contract).
-            unsafe {
-                let b = self.b.add(p * NR);
-                let b0 = _mm256_loadu_ps(b);
-                let b1 = _mm256_loadu_ps(b.add(8));
-                let off = p * self.a_cs;
-                for (acc, row) in acc.iter_mut().zip(rows) {
-                    let a = _mm256_broadcast_ss(&*row.add(off));
-                    acc[0] = _mm256_fmadd_ps(a, b0, acc[0]);
-                    acc[1] = _mm256_fmadd_ps(a, b1, acc[1]);
+        } else {
+            for (p, dst) in strip.chunks_exact_mut(MR).enumerate() {
+                let base = first * rs + (p0 + p) * cs;
+                for (i, d) in dst[..rows].iter_mut().enumerate() {
+                    *d = data[base + i * rs];
                 }
             }
         }
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 #[cfg(test)]
 mod tests {
@@ -870,13 +565,10 @@ mod tests {
         }
     }
 
-    /// The instruction sets this machine can run: always the portable loop, AVX2 where present.
-    fn simd_paths() -> Vec<bool> {
-        if simd_available() {
-            vec![false, true]
-        } else {
-            vec![false]
-        }
+    /// The CPU paths this machine can run: always the portable loop, AVX2 and AVX-512 where
+    /// present.
+    fn paths() -> Vec<CpuPath> {
+        cpu::supported_paths()
     }
 
     /// Checks one product of `T` against [`matmul_naive`] in f64 (within `tol`, relative to
@@ -889,11 +581,11 @@ mod tests {
         rhs_layout: Layout,
         accumulate: bool,
         threads: usize,
-        simd: bool,
+        path: CpuPath,
         tol: f64,
     ) {
         let what = format!(
-            "{} m={m} k={k} n={n} lhs={lhs_layout:?} rhs={rhs_layout:?} acc={accumulate} threads={threads} simd={simd}",
+            "{} m={m} k={k} n={n} lhs={lhs_layout:?} rhs={rhs_layout:?} acc={accumulate} threads={threads} path={path}",
             std::any::type_name::<T>()
         );
         // Scaled so that every sum is O(1) and f32 rounding stays near 1e-6 even for a long `k`.
@@ -908,7 +600,7 @@ mod tests {
         let mut packed = vec![T::from_f64(f64::NAN); packed_len(k, n)];
         pack_rhs(view(&rhs_t, k, n, rhs_layout), &mut packed);
         let mut got = cast::<T>(&dst);
-        product(&mut got, dst_rs, accumulate, view(&lhs_t, m, k, lhs_layout), &packed, n, threads, simd);
+        product(&mut got, dst_rs, accumulate, view(&lhs_t, m, k, lhs_layout), &packed, n, threads, path);
         assert_close(&what, &got, &cast::<T>(&want), tol);
     }
 
@@ -917,7 +609,15 @@ mod tests {
     /// accumulating, on 1 and 3 threads; and `dst`'s padding columns stay untouched.
     #[test]
     fn blocked_matches_naive() {
-        if !simd_available() {
+        for path in paths() {
+            blocked_matches_naive_on(path);
+        }
+    }
+
+    fn blocked_matches_naive_on(path: CpuPath) {
+        let ran = blocked_on(&mut [0.0], 1, false, MatRef::new(&[1.0], 1, 1), MatRef::new(&[1.0], 1, 1), 1, path);
+        assert_eq!(ran, path != CpuPath::Portable, "{path}: runs unless portable");
+        if !ran {
             return;
         }
         let mut rng = Rng::new(7);
@@ -926,6 +626,8 @@ mod tests {
             (5, 3, 17),
             (7, 255, 16),
             (MC + 7, KC + 1, 2 * NR + 3),
+            (25, 40, 2 * NR),
+            (12, 9, 3 * NR + 1),
             (2 * MC + 1, 2 * KC + 5, NR - 1),
             (13, 600, 40),
         ];
@@ -934,7 +636,7 @@ mod tests {
                 for rhs_layout in LAYOUTS {
                     for accumulate in [false, true] {
                         for threads in [1, 3] {
-                            let what = format!("m={m} k={k} n={n} lhs={lhs_layout:?} rhs={rhs_layout:?} acc={accumulate} threads={threads}");
+                            let what = format!("{path} m={m} k={k} n={n} lhs={lhs_layout:?} rhs={rhs_layout:?} acc={accumulate} threads={threads}");
                             let lhs = rng.vec(operand_len(m, k, lhs_layout), 1.0 / (k as f64).sqrt());
                             let rhs = rng.vec(operand_len(k, n, rhs_layout), 1.0);
                             let dst_rs = n + 2;
@@ -949,15 +651,16 @@ mod tests {
                             );
                             let (lhs32, rhs32) = (cast::<f32>(&lhs), cast::<f32>(&rhs));
                             let mut got = cast::<f32>(&dst);
-                            let ran = matmul_blocked(
+                            let ran = blocked_on(
                                 &mut got,
                                 dst_rs,
                                 accumulate,
                                 view(&lhs32, m, k, lhs_layout),
                                 view(&rhs32, k, n, rhs_layout),
                                 threads,
+                                path,
                             );
-                            assert!(ran, "{what}: AVX2 and FMA are available");
+                            assert!(ran, "{what}: the path has a blocked product");
                             assert_close(&what, &got, &cast::<f32>(&want), 2e-5);
                         }
                     }
@@ -974,8 +677,8 @@ mod tests {
         let (lhs32, rhs32) = (cast::<f32>(&lhs), cast::<f32>(&rhs));
         let mut got = vec![0.0f32; m * n];
         let lhs32 = MatRef { data: &lhs32[..], rows: m, cols: k, rs: 2, cs: 2 * m };
-        assert!(matmul_blocked(&mut got, n, false, lhs32, MatRef::new(&rhs32, k, n), 1));
-        assert_close("strided lhs", &got, &cast::<f32>(&want), 2e-5);
+        assert!(blocked_on(&mut got, n, false, lhs32, MatRef::new(&rhs32, k, n), 1, path));
+        assert_close(&format!("{path}: strided lhs"), &got, &cast::<f32>(&want), 2e-5);
     }
 
     #[test]
@@ -1028,10 +731,10 @@ mod tests {
     #[test]
     fn matches_naive_small_shapes() {
         let mut rng = Rng::new(1);
-        for simd in simd_paths() {
+        for path in paths() {
             for m in 0..=13 {
                 for k in [0, 1, 2, 7] {
-                    for n in [1, 5, NR, NR + 1, 2 * NR + 7] {
+                    for n in [1, 5, NR, NR + 1, 2 * NR, 2 * NR + 7] {
                         for accumulate in [false, true] {
                             let shape = (m, k, n);
                             check::<f32>(
@@ -1041,7 +744,7 @@ mod tests {
                                 Layout::RowMajor,
                                 accumulate,
                                 1,
-                                simd,
+                                path,
                                 1e-5,
                             );
                             check::<f64>(
@@ -1051,7 +754,7 @@ mod tests {
                                 Layout::RowMajor,
                                 accumulate,
                                 1,
-                                simd,
+                                path,
                                 1e-12,
                             );
                         }
@@ -1064,14 +767,14 @@ mod tests {
     #[test]
     fn matches_naive_any_strides() {
         let mut rng = Rng::new(2);
-        for simd in simd_paths() {
+        for path in paths() {
             for (m, k, n) in [(1, 3, 17), (6, 9, 40), (13, 33, 21), (7, 1, 16)] {
                 for lhs_layout in LAYOUTS {
                     for rhs_layout in LAYOUTS {
                         for accumulate in [false, true] {
                             let shape = (m, k, n);
-                            check::<f32>(&mut rng, shape, lhs_layout, rhs_layout, accumulate, 1, simd, 1e-5);
-                            check::<f64>(&mut rng, shape, lhs_layout, rhs_layout, accumulate, 1, simd, 1e-12);
+                            check::<f32>(&mut rng, shape, lhs_layout, rhs_layout, accumulate, 1, path, 1e-5);
+                            check::<f64>(&mut rng, shape, lhs_layout, rhs_layout, accumulate, 1, path, 1e-12);
                         }
                     }
                 }
@@ -1082,16 +785,16 @@ mod tests {
     #[test]
     fn matches_naive_at_recurrent_shapes_and_threaded() {
         let mut rng = Rng::new(3);
-        for simd in simd_paths() {
+        for path in paths() {
             // The per-step shapes of an LSTM (B = 32, H = 64) forward and backward, an odd batch,
             // a long `k` (cut into slices by the microkernel), and more threads than panels.
-            for (m, k, n) in [(32, 64, 256), (32, 256, 64), (13, 100, 50), (5, 2100, 20), (3, 8, 30)] {
+            for (m, k, n) in [(32, 64, 256), (32, 256, 64), (13, 100, 50), (5, 2100, 20), (3, 8, 30), (25, 1500, 80)] {
                 for threads in [1, 2, 3] {
                     for accumulate in [false, true] {
                         let shape = (m, k, n);
                         let (l, r) = (Layout::RowMajor, Layout::Transposed);
-                        check::<f32>(&mut rng, shape, l, r, accumulate, threads, simd, 1e-5);
-                        check::<f64>(&mut rng, shape, l, r, accumulate, threads, simd, 1e-12);
+                        check::<f32>(&mut rng, shape, l, r, accumulate, threads, path, 1e-5);
+                        check::<f64>(&mut rng, shape, l, r, accumulate, threads, path, 1e-12);
                     }
                 }
             }

@@ -256,25 +256,10 @@ pub(super) fn add_column_sums<T: Float>(values: &[T], cols: usize, bias: Option<
     }
 }
 
-#[cfg(test)]
-thread_local! {
-    /// Set by tests (on their own thread) to run the portable pointwise copies on any CPU.
-    pub(super) static PORTABLE_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Whether the running CPU has AVX2, so the AVX2 copies of the pointwise passes may run.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-pub(super) fn has_avx2() -> bool {
-    #[cfg(test)]
-    if PORTABLE_ONLY.with(|p| p.get()) {
-        return false;
-    }
-    std::is_x86_feature_detected!("avx2")
-}
-
-/// Defines a pointwise function (one batch row of a cell's pass) twice, portable and compiled
-/// for AVX2, and picks the AVX2 copy at run time when the CPU has it (8 lanes instead of SSE2's 4).
+/// Defines a pointwise function (one batch row of a cell's pass) three times, portable, compiled
+/// for AVX2 and compiled for AVX-512, and runs the copy of the CPU path ([`super::cpu::path`]):
+/// 8 or 16 lanes instead of SSE2's 4. The copies compute the same values (no sum is regrouped:
+/// the passes are elementwise), only wider.
 ///
 /// Each copy is a separate, never-inlined function: its slice arguments are then known not to
 /// alias, which LLVM needs to vectorize a loop over a dozen slices (inlined into a loop over the
@@ -306,11 +291,22 @@ macro_rules! pointwise {
                 body::<$t $(, $c)*>($($arg),*)
             }
 
+            /// Safety: the CPU must support AVX-512 F, BW, DQ and VL.
             #[cfg(target_arch = "x86_64")]
-            if super::shared::has_avx2() {
-                // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of
-                // `avx2` beyond those of its safe body.
-                return unsafe { avx2::<$t $(, $c)*>($($arg),*) };
+            #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx512<$t: $bound $(, const $c: bool)*>($($arg: $ty),*) {
+                body::<$t $(, $c)*>($($arg),*)
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            match super::cpu::path() {
+                // SAFETY: `cpu::path` only answers a path the CPU supports, the only requirement
+                // of `avx512` beyond those of its safe body.
+                super::cpu::CpuPath::Avx512 => return unsafe { avx512::<$t $(, $c)*>($($arg),*) },
+                // SAFETY: as above, for AVX2.
+                super::cpu::CpuPath::Avx2 => return unsafe { avx2::<$t $(, $c)*>($($arg),*) },
+                super::cpu::CpuPath::Portable => {}
             }
             portable::<$t $(, $c)*>($($arg),*)
         }

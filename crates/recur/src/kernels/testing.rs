@@ -1,23 +1,23 @@
 //! Test helpers shared by the kernel tests: a tiny seeded generator, closeness checks that print
 //! the worst elements, and a central finite-difference gradient check.
 
+use super::cpu::{self, CpuPath};
 use super::packed::FORCE_PACKING;
-use super::shared::PORTABLE_ONLY;
 use super::Float;
 
-/// Runs `f` with the pointwise passes and the packed per-step products dispatched as usual (AVX2
-/// where the CPU has it), then forced onto their portable copies, each time with the per-step
-/// weights packed whatever the sizes, and once more with them never packed, so every path gets
-/// tested on an AVX2 machine and on small problems.
+/// Runs `f` on every CPU path the machine supports (portable, AVX2, AVX-512: the pointwise passes,
+/// the per-step and blocked products), each with the per-step weights packed whatever the sizes,
+/// and once more on the widest path with them never packed, so every path gets tested, also on
+/// small problems.
 pub(super) fn for_each_instruction_set(mut f: impl FnMut(&str)) {
-    for (what, portable, packing) in
-        [("dispatched, packed", false, true), ("portable, packed", true, true), ("dispatched, unpacked", false, false)]
-    {
-        PORTABLE_ONLY.with(|p| p.set(portable));
+    let paths = cpu::supported_paths();
+    let widest = *paths.last().unwrap_or(&CpuPath::Portable);
+    let runs = paths.iter().map(|&p| (p, true)).chain([(widest, false)]);
+    for (path, packing) in runs {
         FORCE_PACKING.with(|p| p.set(Some(packing)));
-        f(what);
+        let what = format!("{path}, {}", if packing { "packed" } else { "unpacked" });
+        cpu::with_path(path, || f(&what));
     }
-    PORTABLE_ONLY.with(|p| p.set(false));
     FORCE_PACKING.with(|p| p.set(None));
 }
 

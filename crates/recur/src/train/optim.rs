@@ -41,6 +41,7 @@ use candle_core::{CpuStorage, DType, Layout, Tensor, Var};
 use candle_nn::VarMap;
 use serde_json::{json, Value};
 
+use crate::kernels::cpu::{self, CpuPath};
 use crate::{Error, Result};
 
 /// The variables of a `VarMap`, sorted by name: the order and names optimizers and checkpoints use.
@@ -646,15 +647,34 @@ impl AdamConfig {
         Self { weight_decay: 1e-2, ..Self::default() }
     }
 
-    /// One Adam / AdamW update of one parameter. The loop runs compiled for AVX2 + FMA when the
-    /// CPU has them: its `mul_add`s then become vector FMA instructions instead of one call to
-    /// the math library's `fma` per element (the same values either way: an FMA is exact).
+    /// One Adam / AdamW update of one parameter, on the kernels' CPU path.
     fn update_adam<T: Real>(&self, decoupled: bool, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
+        self.update_adam_on(cpu::path(), decoupled, step, p, g, bufs)
+    }
+
+    /// [`AdamConfig::update_adam`] on CPU path `path` (which the CPU must support: `cpu::path`
+    /// only answers such paths). On AVX2 + FMA and AVX-512 the loop runs compiled for them: its
+    /// `mul_add`s then become vector FMA instructions instead of one call to the math library's
+    /// `fma` per element (the same values on every path: an FMA is exact, and the loop sums
+    /// nothing across elements).
+    fn update_adam_on<T: Real>(
+        &self,
+        path: CpuPath,
+        decoupled: bool,
+        step: u64,
+        p: &mut [T],
+        g: &[T],
+        bufs: &mut [&mut [T]],
+    ) {
+        assert!(path.supported(), "{path} is not supported by this CPU");
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above), the only requirement of
-            // `update_adam_fma` beyond those of its safe body.
-            return unsafe { self.update_adam_fma(decoupled, step, p, g, bufs) };
+        match path {
+            // SAFETY: the CPU supports AVX-512 (`path` is supported, asserted above), the only
+            // requirement of `update_adam_avx512` beyond those of its safe body.
+            CpuPath::Avx512 => return unsafe { self.update_adam_avx512(decoupled, step, p, g, bufs) },
+            // SAFETY: as above, for AVX2 and FMA.
+            CpuPath::Avx2 => return unsafe { self.update_adam_fma(decoupled, step, p, g, bufs) },
+            CpuPath::Portable => {}
         }
         self.update_adam_body(decoupled, step, p, g, bufs)
     }
@@ -666,6 +686,23 @@ impl AdamConfig {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn update_adam_fma<T: Real>(&self, decoupled: bool, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
+        self.update_adam_body(decoupled, step, p, g, bufs)
+    }
+
+    /// [`AdamConfig::update_adam`] compiled for AVX-512 (16 `f32` or 8 `f64` lanes).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F, BW, DQ and VL (and AVX2 and FMA).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl")]
+    unsafe fn update_adam_avx512<T: Real>(
+        &self,
+        decoupled: bool,
+        step: u64,
+        p: &mut [T],
+        g: &[T],
+        bufs: &mut [&mut [T]],
+    ) {
         self.update_adam_body(decoupled, step, p, g, bufs)
     }
 
@@ -975,10 +1012,16 @@ optimizer!(
 mod tests {
     use super::*;
 
-    /// The Adam / AdamW loop compiled for AVX2 + FMA (what `update_adam` runs on such a CPU) and
-    /// the portable build of the same body (what runs elsewhere) give bitwise equal results.
+    /// The Adam / AdamW loop on every CPU path the machine has (compiled for AVX-512, for AVX2 +
+    /// FMA, portable) and the portable build of the same body give bitwise equal results.
     #[test]
-    fn adam_fma_and_portable_builds_agree() {
+    fn adam_builds_of_every_path_agree() {
+        for path in CpuPath::ALL.into_iter().filter(|p| p.supported()) {
+            adam_build_agrees_with_portable(path);
+        }
+    }
+
+    fn adam_build_agrees_with_portable(path: CpuPath) {
         let n = 1000;
         let p0: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
         let grads: Vec<Vec<f32>> =
@@ -989,15 +1032,15 @@ mod tests {
             let (mut ba, mut bb) = (vec![vec![0.0f32; n]; 3], vec![vec![0.0f32; n]; 3]);
             for (step, g) in (1..).zip(&grads) {
                 let mut va: Vec<&mut [f32]> = ba.iter_mut().map(Vec::as_mut_slice).collect();
-                cfg.update_adam(decoupled, step, &mut pa, g, &mut va);
+                cfg.update_adam_on(path, decoupled, step, &mut pa, g, &mut va);
                 let mut vb: Vec<&mut [f32]> = bb.iter_mut().map(Vec::as_mut_slice).collect();
                 cfg.update_adam_body(decoupled, step, &mut pb, g, &mut vb);
             }
             assert_ne!(pa, p0);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&pa), bits(&pb), "decoupled={decoupled} amsgrad={amsgrad}: parameter");
+            assert_eq!(bits(&pa), bits(&pb), "{path} decoupled={decoupled} amsgrad={amsgrad}: parameter");
             for (a, b) in ba.iter().zip(&bb) {
-                assert_eq!(bits(a), bits(b), "decoupled={decoupled} amsgrad={amsgrad}: state");
+                assert_eq!(bits(a), bits(b), "{path} decoupled={decoupled} amsgrad={amsgrad}: state");
             }
         }
     }
