@@ -139,5 +139,12 @@ fn info() -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "recur {}", recur::VERSION)?;
     writeln!(out, "threads: {}", recur::num_threads())?;
+    let cpu = recur::kernels::cpu::selection();
+    let why = match &cpu.requested {
+        Some(r) if cpu.request_ignored() => format!(" (RECUR_CPU={r:?} is no path's name: ignored)"),
+        Some(r) => format!(" (RECUR_CPU={r})"),
+        None => String::new(),
+    };
+    writeln!(out, "cpu path: {} (this CPU's widest: {}){why}", cpu.chosen, cpu.detected)?;
     Ok(())
 }

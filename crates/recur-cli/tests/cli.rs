@@ -32,6 +32,9 @@ fn info_prints_version_and_thread_count() {
     let text = stdout(&output);
     assert!(text.contains(&format!("recur {}", env!("CARGO_PKG_VERSION"))), "{text}");
     assert!(text.contains("threads: 3"), "{text}");
+    assert!(text.contains("cpu path: "), "{text}");
+    let forced = Command::new(env!("CARGO_BIN_EXE_recur")).arg("info").env("RECUR_CPU", "portable").output().unwrap();
+    assert!(stdout(&forced).contains("cpu path: portable"), "{}", stdout(&forced));
 }
 
 #[test]
