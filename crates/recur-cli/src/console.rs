@@ -28,17 +28,6 @@ pub fn err(args: fmt::Arguments<'_>) {
     emit(&STDERR_CLOSED, std::io::stderr().lock(), args);
 }
 
-/// Raw text on standard error (no newline added), e.g. a progress line redrawn in place.
-pub fn err_raw(text: &str) {
-    if STDERR_CLOSED.load(Ordering::Relaxed) {
-        return;
-    }
-    let mut stream = std::io::stderr().lock();
-    if stream.write_all(text.as_bytes()).and_then(|()| stream.flush()).is_err() {
-        STDERR_CLOSED.store(true, Ordering::Relaxed);
-    }
-}
-
 /// `warning: …` on standard error.
 pub fn warn(message: impl fmt::Display) {
     err(format_args!("warning: {message}"));

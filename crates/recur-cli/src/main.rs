@@ -6,17 +6,13 @@
 //! checkpoint). A closed standard output (`| head`) ends a command quietly, and never a training
 //! run. Typed errors live in the library; this binary only adds context with `anyhow` and prints.
 
+mod args;
 mod checkpoint;
-mod compare;
+mod commands;
 mod console;
 mod corpus;
-mod eval;
-mod gradflow;
-mod inspect;
 mod interrupt;
 mod progress;
-mod sample;
-mod train;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -24,6 +20,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use commands::{compare, eval, gradflow, inspect, sample, train};
 
 /// Recur: PyTorch-compatible recurrent networks (RNN, LSTM, GRU) on the CPU.
 #[derive(Debug, Parser)]

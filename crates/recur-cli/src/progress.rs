@@ -1,8 +1,11 @@
-//! What a training run shows while it goes: one updating line on a terminal, or a plain line per
-//! report when the output is a file or a pipe (or with `--quiet`, nothing but the essentials).
+//! What a training run shows while it goes: a progress bar on a terminal (indicatif), or a plain
+//! line per report when the output is a file or a pipe (or with `--quiet`, nothing but the
+//! essentials). The only place the training commands draw progress.
 
 use std::io::IsTerminal;
 use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::console;
 
@@ -43,15 +46,25 @@ pub struct Snapshot {
     pub eta: Option<Duration>,
 }
 
-/// Prints snapshots in the chosen style.
+/// Shows snapshots in the chosen style: on a terminal an `indicatif` bar (step, bar, loss,
+/// validation loss, throughput, ETA) with the reports printed above it; otherwise one plain line
+/// per report.
 pub struct Progress {
     style: Style,
-    live_shown: bool,
+    bar: Option<ProgressBar>,
 }
 
 impl Progress {
-    pub fn new(style: Style) -> Self {
-        Self { style, live_shown: false }
+    pub fn new(style: Style, max_steps: usize) -> Self {
+        let bar = (style == Style::Live).then(|| {
+            let bar = ProgressBar::with_draw_target(Some(max_steps as u64), ProgressDrawTarget::stderr());
+            let template = "step {pos:>6}/{len} {bar:24.cyan/blue} {msg}";
+            bar.set_style(
+                ProgressStyle::with_template(template).expect("a valid template").progress_chars("█▉▊▋▌▍▎▏ "),
+            );
+            bar
+        });
+        Self { style, bar }
     }
 
     fn line(s: &Snapshot) -> String {
@@ -59,42 +72,42 @@ impl Progress {
             Some(max) => format!("step {:>6}/{max}", s.step),
             None => format!("step {:>6}", s.step),
         };
+        format!("{steps} | {}", Self::message(s))
+    }
+
+    fn message(s: &Snapshot) -> String {
         let val = s.val_loss.map_or(String::new(), |v| format!(" | val {v:.4}"));
         let eta = s.eta.map_or(String::new(), |d| format!(" | ETA {}", duration(d)));
-        format!(
-            "{steps} | epoch {} | loss {:.4}{val} | {} {}/s{eta}",
-            s.epoch,
-            s.loss,
-            thousands(s.tokens_per_s),
-            s.unit
-        )
+        format!("epoch {} | loss {:.4}{val} | {} {}/s{eta}", s.epoch, s.loss, thousands(s.tokens_per_s), s.unit)
     }
 
     /// A quick update (every step); shown only on a terminal.
     pub fn tick(&mut self, s: &Snapshot) {
-        if self.style == Style::Live {
-            console::err_raw(&format!("\r\x1b[2K{}", Self::line(s)));
-            self.live_shown = true;
+        if let Some(bar) = &self.bar {
+            bar.set_position(s.step as u64);
+            bar.set_message(Self::message(s));
         }
     }
 
     /// A report worth keeping (after an evaluation).
     pub fn report(&mut self, s: &Snapshot) {
-        match self.style {
-            Style::Live => {
-                self.clear();
-                console::err(format_args!("{}", Self::line(s)));
-            }
-            Style::Lines => console::err(format_args!("{}", Self::line(s))),
-            Style::Quiet => {}
+        self.print(&Self::line(s));
+        self.tick(s);
+    }
+
+    /// Prints `text` on standard error, above the bar when there is one.
+    pub fn print(&self, text: &str) {
+        match (&self.bar, self.style) {
+            (Some(bar), _) => bar.suspend(|| console::err(format_args!("{text}"))),
+            (None, Style::Lines) => console::err(format_args!("{text}")),
+            (None, _) => {}
         }
     }
 
-    /// Clears the live line so other output starts on a clean line.
+    /// Removes the bar, so other output starts on a clean line.
     pub fn clear(&mut self) {
-        if self.live_shown {
-            console::err_raw("\r\x1b[2K");
-            self.live_shown = false;
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
         }
     }
 }

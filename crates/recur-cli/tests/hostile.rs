@@ -130,7 +130,9 @@ fn a_run_that_fails_before_saving_leaves_no_folder() {
     assert_clean_error(&train(&short, &out, &["--max-steps", "1"]), "too short");
     assert!(!out.exists() && !dir.join("nested").exists(), "no folder left behind");
     let good = write(&dir, "good.txt", tiny_text().as_bytes());
-    assert_clean_error(&train(&good, &out, &["--optimizer", "sgdd"]), "--optimizer");
+    assert_clean_error(&train(&good, &out, &["--lr", "0"]), "--lr");
+    let usage = train(&good, &out, &["--optimizer", "sgdd"]);
+    assert_eq!(usage.status.code(), Some(2), "an unknown name is a usage error: {}", stderr(&usage));
     assert!(!dir.join("nested").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

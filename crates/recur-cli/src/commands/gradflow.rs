@@ -9,6 +9,7 @@ use clap::Args;
 use recur::diagnostics::{gradient_flow_plot, gradient_flow_with, GradFlowConfig};
 use recur::models::CellType;
 
+use crate::args::parse_cell;
 use crate::checkpoint::write_atomic;
 
 /// Flags of `recur gradflow`.
@@ -32,10 +33,6 @@ pub struct GradflowArgs {
     /// Where to write the plot.
     #[arg(long, default_value = "gradflow.svg")]
     pub plot: PathBuf,
-}
-
-fn parse_cell(s: &str) -> Result<CellType, String> {
-    s.parse().map_err(|e: recur::Error| e.to_string())
 }
 
 /// Runs `recur gradflow`.

@@ -15,6 +15,7 @@ use recur::train::{
     RUN_FILES,
 };
 
+use crate::args::{self, parse_cell, parse_duration, OptimizerName, ScheduleName};
 use crate::console::{self, say};
 use crate::corpus::{self, Corpus};
 use crate::interrupt;
@@ -56,12 +57,12 @@ pub struct TrainArgs {
     /// Learning rate.
     #[arg(long, default_value_t = 2e-3, help_heading = "Optimization")]
     pub lr: f64,
-    /// Optimizer: adam, adamw, sgd, rmsprop, adagrad.
-    #[arg(long, default_value = "adam", help_heading = "Optimization")]
-    pub optimizer: String,
-    /// Learning-rate schedule: constant, cosine, step, exponential, plateau.
-    #[arg(long, default_value = "cosine", help_heading = "Optimization")]
-    pub lr_schedule: String,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value_t = OptimizerName::Adam, help_heading = "Optimization")]
+    pub optimizer: OptimizerName,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum, default_value_t = ScheduleName::Cosine, help_heading = "Optimization")]
+    pub lr_schedule: ScheduleName,
     /// Clip the gradients' global norm to this (0: no clipping).
     #[arg(long, default_value_t = 5.0, help_heading = "Optimization")]
     pub grad_clip: f64,
@@ -104,30 +105,6 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
-fn parse_cell(s: &str) -> Result<CellType, String> {
-    s.parse().map_err(|e: recur::Error| e.to_string())
-}
-
-/// `90`, `90s`, `3m`, `1h`, `1.5m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let value: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 3m or 1h"))?;
-    let scale = match unit {
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        other => return Err(format!("unknown unit {other:?} in {s:?}; use s, m or h")),
-    };
-    if !(value.is_finite() && value > 0.0) {
-        return Err(format!("the duration must be positive, got {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(value * scale))
-}
-
 /// Steps of a run when `--max-steps` is not given.
 const DEFAULT_MAX_STEPS: usize = 700;
 
@@ -162,8 +139,8 @@ fn fresh_plan(args: &TrainArgs, corpus: &Corpus) -> Result<Plan> {
     if !(args.lr.is_finite() && args.lr > 0.0) {
         bail!("--lr must be a positive number, got {}", args.lr);
     }
-    let optimizer = OptimizerConfig::by_name(&args.optimizer, args.lr).context("--optimizer")?;
-    let schedule = LrSchedule::by_name(&args.lr_schedule, max_steps as u64, args.lr).context("--lr-schedule")?;
+    let optimizer = OptimizerConfig::by_name(&args::name(&args.optimizer), args.lr)?;
+    let schedule = LrSchedule::by_name(&args::name(&args.lr_schedule), max_steps as u64, args.lr)?;
     let vocab_size = corpus.vocab.len();
     Ok(Plan {
         model: CharLmConfig {
@@ -245,8 +222,8 @@ fn contradictions(ckpt: &LoadedCharLm, args: &TrainArgs, explicit: &[String]) ->
         ("seq_len", "--seq-len", d.seq_len.to_string(), args.seq_len.to_string()),
         ("batch_size", "--batch-size", d.batch_size.to_string(), args.batch_size.to_string()),
         ("lr", "--lr", t.optimizer.lr().to_string(), args.lr.to_string()),
-        ("optimizer", "--optimizer", t.optimizer.name().to_string(), args.optimizer.clone()),
-        ("lr_schedule", "--lr-schedule", t.schedule.name().to_string(), args.lr_schedule.clone()),
+        ("optimizer", "--optimizer", t.optimizer.name().to_string(), args::name(&args.optimizer)),
+        ("lr_schedule", "--lr-schedule", t.schedule.name().to_string(), args::name(&args.lr_schedule)),
         ("grad_clip", "--grad-clip", t.grad_clip.to_string(), args.grad_clip.to_string()),
         ("val_fraction", "--val-fraction", d.val_fraction.to_string(), args.val_fraction.to_string()),
         ("seed", "--seed", d.seed.to_string(), args.seed.to_string()),
@@ -458,7 +435,7 @@ pub fn run(args: TrainArgs, explicit: &[String]) -> Result<()> {
     }
 
     // Train, rendering what the loop reports.
-    let mut progress = Progress::new(style);
+    let mut progress = Progress::new(style, plan.trainer.max_steps);
     let sample_every = args.sample_every;
     let budget = args.time_budget;
     let seed = d.seed;
@@ -589,16 +566,6 @@ fn sample_text(model: &CharLm, vocab: &recur::data::Vocab, prime: u32, seed: u64
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_and_without_units() {
-        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("3m").unwrap(), Duration::from_secs(180));
-        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("5y").is_err());
-        assert!(parse_duration("soon").is_err());
-    }
 
     #[test]
     fn more_threads_than_cores_are_capped() {

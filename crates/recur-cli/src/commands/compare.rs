@@ -9,9 +9,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use recur::diagnostics::{compare_cells, compare_plot, CompareConfig, CompareProgress};
 
+use crate::args::parse_duration;
 use crate::checkpoint::write_atomic;
 use crate::corpus::DEFAULT_TEXT;
-use crate::train::parse_duration;
 
 /// Flags of `recur compare`.
 #[derive(Debug, Args)]

@@ -1,0 +1,9 @@
+//! One file per command: each maps its flags to the library's configurations, calls the
+//! library, and prints what it returns.
+
+pub mod compare;
+pub mod eval;
+pub mod gradflow;
+pub mod inspect;
+pub mod sample;
+pub mod train;
