@@ -21,7 +21,7 @@ use anyhow::Result;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use commands::{compare, eval, gradflow, inspect, sample, train};
+use commands::{classify, compare, eval, gradflow, inspect, sample, train};
 
 /// Recur: PyTorch-compatible recurrent networks (RNN, LSTM, GRU) on the CPU.
 #[derive(Debug, Parser)]
@@ -35,6 +35,8 @@ struct Cli {
 enum Command {
     /// Train a character-level language model (default: on eight Shakespeare plays).
     Train(train::TrainArgs),
+    /// Classify texts: train, evaluate and predict (default data: first names → gender).
+    Classify(classify::ClassifyArgs),
     /// Generate text from a trained character model.
     Sample(sample::SampleArgs),
     /// Score a text with a trained character model: loss, perplexity, bits per character.
@@ -109,9 +111,12 @@ fn one_line(err: &anyhow::Error) -> String {
     line
 }
 
-/// The ids of the flags given on the command line (not defaults) of the subcommand.
+/// The ids of the flags given on the command line (not defaults) of the innermost subcommand.
 fn explicit_flags(matches: &ArgMatches) -> Vec<String> {
-    let Some((_, sub)) = matches.subcommand() else { return Vec::new() };
+    let Some((_, mut sub)) = matches.subcommand() else { return Vec::new() };
+    while let Some((_, inner)) = sub.subcommand() {
+        sub = inner;
+    }
     sub.ids()
         .filter(|id| sub.value_source(id.as_str()) == Some(ValueSource::CommandLine))
         .map(|id| id.as_str().to_string())
@@ -124,6 +129,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
             interrupt::install()?;
             train::run(args, &explicit_flags(matches))
         }
+        Command::Classify(args) => classify::run(args, &explicit_flags(matches)),
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Inspect(args) => inspect::run(args),

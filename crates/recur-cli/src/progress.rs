@@ -67,6 +67,11 @@ impl Progress {
         Self { style, bar }
     }
 
+    /// The line a report prints.
+    pub fn line_of(s: &Snapshot) -> String {
+        Self::line(s)
+    }
+
     fn line(s: &Snapshot) -> String {
         let steps = match s.max_steps {
             Some(max) => format!("step {:>6}/{max}", s.step),

@@ -32,6 +32,7 @@ pub mod diagnostics;
 mod error;
 pub mod kernels;
 mod memory;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 mod ops;

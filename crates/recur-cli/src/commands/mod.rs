@@ -1,6 +1,7 @@
 //! One file per command: each maps its flags to the library's configurations, calls the
 //! library, and prints what it returns.
 
+pub mod classify;
 pub mod compare;
 pub mod eval;
 pub mod gradflow;

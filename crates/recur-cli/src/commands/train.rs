@@ -172,7 +172,7 @@ fn fresh_plan(args: &TrainArgs, corpus: &Corpus) -> Result<Plan> {
 /// thread pool). Rayon and candle read `RAYON_NUM_THREADS` when they first start their threads,
 /// which no tensor op has done yet, and candle offers no other way to bound its pool. Without it
 /// `--threads 1` still left candle's pool at the machine's core count.
-fn limit_threads(threads: usize) {
+pub(crate) fn limit_threads(threads: usize) {
     // Only the signal watcher runs besides this thread now, and it reads no environment.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     recur::set_num_threads(threads);
@@ -180,7 +180,7 @@ fn limit_threads(threads: usize) {
 
 /// `--threads`, checked and capped at the machine's cores (more threads than cores only wait on
 /// each other: 10000 of them never finished three tiny steps).
-fn thread_count(requested: usize) -> Result<usize> {
+pub(crate) fn thread_count(requested: usize) -> Result<usize> {
     if requested == 0 {
         bail!("--threads must be at least 1");
     }
@@ -193,7 +193,7 @@ fn thread_count(requested: usize) -> Result<usize> {
 }
 
 /// "N threads" for the start-up line, naming candle's count too when it differs from the kernels'.
-fn thread_counts() -> String {
+pub(crate) fn thread_counts() -> String {
     let (kernels, candle) = (recur::num_threads(), candle_core::utils::get_num_threads());
     if kernels == candle {
         format!("{kernels} threads")

@@ -1,7 +1,9 @@
 //! Readers that turn raw data into what the models eat.
 
+pub mod labelled;
 pub mod streams;
 pub mod text;
 
+pub use labelled::{Labelled, TokenVocab, Tokenize};
 pub use streams::{evaluate_streams, Streams};
 pub use text::{decode_utf8, Vocab};

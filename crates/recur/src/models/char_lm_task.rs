@@ -301,6 +301,8 @@ fn first_layout(ckpt: Checkpoint, origin: &str) -> Result<TaskCheckpoint> {
 pub enum LoadedModel {
     /// A character language model (`recur train`).
     CharLm(Box<LoadedCharLm>),
+    /// A sequence classifier (`recur classify`).
+    Classifier(Box<crate::models::LoadedClassifier>),
 }
 
 /// Reads the checkpoint at `path`, whatever its task, and builds its model.
@@ -308,10 +310,13 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     let raw = Checkpoint::load(path)?;
     match raw.task.get("task").and_then(Value::as_str) {
         Some(CHAR_LM_TASK) => Ok(LoadedModel::CharLm(Box::new(load_char_lm(path)?))),
+        Some(crate::models::CLASSIFY_TASK) => {
+            Ok(LoadedModel::Classifier(Box::new(crate::models::load_classifier(path)?)))
+        }
         other => Err(Error::checkpoint(
             path.display().to_string(),
             format!("its task {other:?} is none this Recur ({}) builds", crate::VERSION),
-            format!("tasks known: {CHAR_LM_TASK}"),
+            format!("tasks known: {CHAR_LM_TASK}, {}", crate::models::CLASSIFY_TASK),
         )),
     }
 }

@@ -3,11 +3,18 @@
 
 mod char_lm;
 mod char_lm_task;
+mod classifier;
+mod classifier_task;
 mod sampling;
 
 pub use char_lm::{CharLm, CharLmConfig};
 pub use char_lm_task::{
     load, load_char_lm, CharLmData, CharLmTraining, CharWindows, LoadedCharLm, LoadedModel, TextSource, CHAR_LM_TASK,
+};
+pub use classifier::{ClassifierConfig, Pooling, SequenceClassifier};
+pub use classifier_task::{
+    argmax, evaluate_classifier, load_classifier, predict, ClassBatch, ClassBatches, ClassifierData,
+    ClassifierTraining, Encoded, LoadedClassifier, CLASSIFY_TASK,
 };
 pub use sampling::{sample, Sampling};
 

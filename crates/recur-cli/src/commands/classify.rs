@@ -1,0 +1,617 @@
+//! `recur classify train|eval|predict`: sequence classification of texts (default: first names →
+//! gender, embedded) with a (Bi)LSTM/GRU/RNN over each text's own length, on the library trainer.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use recur::data::{Labelled, TokenVocab, Tokenize};
+use recur::models::{
+    argmax, evaluate_classifier, load_classifier, predict, CellType, ClassBatches, ClassifierConfig, ClassifierData,
+    ClassifierTraining, Encoded, Pooling, CLASSIFY_TASK,
+};
+use recur::train::{
+    holds_run, Limits, LrSchedule, OptimizerConfig, RunDir, StopReason, TaskInfo, TrainEvent, Trainer, TrainerConfig,
+};
+
+use super::train::{limit_threads, thread_count, thread_counts};
+use crate::args::{self, parse_cell, parse_duration, OptimizerName, ScheduleName};
+use crate::checkpoint::write_atomic;
+use crate::console::{self, say};
+use crate::interrupt;
+use crate::progress::{self, plural, Progress, Snapshot, Style};
+use crate::Stopped;
+
+/// The default data, embedded: first names by gender (see `data/first_names/SOURCE.txt`: Grady
+/// Ward's Moby names, public domain). Names on both lists are dropped.
+const FEMALE: &str = include_str!("../../data/first_names/female.txt");
+const MALE: &str = include_str!("../../data/first_names/male.txt");
+const DEFAULT_NAME: &str = "first names → gender (embedded)";
+
+/// `recur classify`.
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    #[command(subcommand)]
+    pub command: ClassifyCommand,
+}
+
+/// What `recur classify` does.
+#[derive(Debug, Subcommand)]
+pub enum ClassifyCommand {
+    /// Train a classifier (default: first names → gender, embedded).
+    Train(Box<TrainArgs>),
+    /// Score a trained classifier on labelled data: accuracy, per-class F1, confusion matrix.
+    Eval(EvalArgs),
+    /// Classify texts, one per line, from a file or standard input.
+    Predict(PredictArgs),
+}
+
+/// Where labelled data comes from, and how its texts become tokens.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// Labelled data: a folder of one file per class (`CLASS.txt`, one example a line), a TSV or
+    /// CSV file with a header row, or JSON lines (`.jsonl`).
+    #[arg(long, value_name = "PATH", help_heading = "Data")]
+    pub data: Option<PathBuf>,
+    /// The column (or JSON field) holding the text.
+    #[arg(long, default_value = "text", help_heading = "Data")]
+    pub text_column: String,
+    /// The column (or JSON field) holding the class.
+    #[arg(long, default_value = "label", help_heading = "Data")]
+    pub label_column: String,
+}
+
+/// `--tokenize`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TokenizeName {
+    /// Characters.
+    Chars,
+    /// Whitespace-separated words, lower-cased.
+    Words,
+}
+
+/// `--pooling`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PoolingName {
+    /// The final state of the last layer (each direction's).
+    Last,
+    /// The mean of the outputs over the real steps.
+    Mean,
+    /// The maximum over the real steps.
+    Max,
+}
+
+/// Flags of `recur classify train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Validation data in the same format (default: a seeded stratified split of --data).
+    #[arg(long, value_name = "PATH", help_heading = "Data")]
+    pub val_data: Option<PathBuf>,
+    /// The share of each class held out for validation when there is no --val-data.
+    #[arg(long, default_value_t = 0.1, help_heading = "Data")]
+    pub val_fraction: f64,
+    /// Tokens: characters or words [default: words; chars for the embedded names].
+    #[arg(long, value_enum, help_heading = "Data")]
+    pub tokenize: Option<TokenizeName>,
+    /// Tokens seen fewer times in training become `<unk>`.
+    #[arg(long, default_value_t = 1, help_heading = "Data")]
+    pub min_count: usize,
+    /// At most this many token ids (`<pad>` and `<unk>` included).
+    #[arg(long, help_heading = "Data")]
+    pub max_vocab: Option<usize>,
+    /// Texts are cut to this many tokens.
+    #[arg(long, default_value_t = 200, help_heading = "Data")]
+    pub max_len: usize,
+
+    /// Recurrent cell.
+    #[arg(long, default_value = "lstm", value_parser = parse_cell, help_heading = "Model")]
+    pub cell: CellType,
+    /// Size of a token's embedding.
+    #[arg(long, default_value_t = 64, help_heading = "Model")]
+    pub embedding_size: usize,
+    /// Size of the hidden state (per direction).
+    #[arg(long, default_value_t = 128, help_heading = "Model")]
+    pub hidden_size: usize,
+    /// Recurrent layers.
+    #[arg(long, default_value_t = 1, help_heading = "Model")]
+    pub num_layers: usize,
+    /// One direction only (default: both).
+    #[arg(long, help_heading = "Model")]
+    pub unidirectional: bool,
+    /// Dropout between recurrent layers.
+    #[arg(long, default_value_t = 0.0, help_heading = "Model")]
+    pub dropout: f64,
+    /// How the outputs become one vector.
+    #[arg(long, value_enum, default_value_t = PoolingName::Last, help_heading = "Model")]
+    pub pooling: PoolingName,
+
+    /// Examples per batch.
+    #[arg(long, default_value_t = 64, help_heading = "Optimization")]
+    pub batch_size: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 3e-3, help_heading = "Optimization")]
+    pub lr: f64,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value_t = OptimizerName::Adam, help_heading = "Optimization")]
+    pub optimizer: OptimizerName,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum, default_value_t = ScheduleName::Cosine, help_heading = "Optimization")]
+    pub lr_schedule: ScheduleName,
+    /// Clip the gradients' global norm to this (0: no clipping).
+    #[arg(long, default_value_t = 5.0, help_heading = "Optimization")]
+    pub grad_clip: f64,
+
+    /// Passes over the training data [default: 12; with --resume, the checkpoint's steps].
+    #[arg(long, help_heading = "Run")]
+    pub epochs: Option<usize>,
+    /// Stop after this many steps (instead of --epochs).
+    #[arg(long, help_heading = "Run")]
+    pub max_steps: Option<usize>,
+    /// Evaluate and checkpoint every this many steps [default: once per epoch].
+    #[arg(long, help_heading = "Run")]
+    pub eval_every: Option<usize>,
+    /// Stop after this many evaluations without a better validation accuracy.
+    #[arg(long, help_heading = "Run")]
+    pub patience: Option<usize>,
+    /// Stop after this much time: seconds, or with a unit (90s, 3m, 1h).
+    #[arg(long, value_parser = parse_duration, default_value = "10m", help_heading = "Run")]
+    pub time_budget: Duration,
+    /// Seed of the split, initialisation, dropout and batch order.
+    #[arg(long, default_value_t = 1234, help_heading = "Run")]
+    pub seed: u64,
+    /// Threads of the kernels (default: all cores).
+    #[arg(long, help_heading = "Run")]
+    pub threads: Option<usize>,
+    /// Continue the run saved in this checkpoint (the data must be the same).
+    #[arg(long, value_name = "CHECKPOINT", help_heading = "Run")]
+    pub resume: Option<PathBuf>,
+
+    /// Folder for best.safetensors, last.safetensors, metrics.jsonl, loss.svg, confusion.svg
+    /// [default: the first of runs/classify, runs/classify-2, … that holds no run].
+    #[arg(long, value_name = "DIR", help_heading = "Output")]
+    pub out: Option<PathBuf>,
+    /// Let a new run replace the checkpoints already in --out.
+    #[arg(long, help_heading = "Output")]
+    pub overwrite: bool,
+    /// Only the essentials: no progress.
+    #[arg(long, short, help_heading = "Output")]
+    pub quiet: bool,
+}
+
+/// Flags of `recur classify eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The checkpoint to evaluate.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Also write the confusion matrix as an SVG heatmap here.
+    #[arg(long, value_name = "FILE")]
+    pub confusion_svg: Option<PathBuf>,
+}
+
+/// Flags of `recur classify predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The checkpoint to predict with.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    /// Texts, one per line (default or `-`: standard input).
+    #[arg(value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// One JSON object a line (text, label, every class's probability) instead of
+    /// `label<TAB>probability<TAB>text`.
+    #[arg(long)]
+    pub jsonl: bool,
+}
+
+/// Runs `recur classify`.
+pub fn run(args: ClassifyArgs, explicit: &[String]) -> Result<()> {
+    match args.command {
+        ClassifyCommand::Train(a) => {
+            interrupt::install()?;
+            train(*a, explicit)
+        }
+        ClassifyCommand::Eval(a) => eval(a),
+        ClassifyCommand::Predict(a) => predict_cmd(a),
+    }
+}
+
+/// Reads labelled data from `path` (or the embedded names), by its form.
+fn read(data: &DataArgs, path: Option<&Path>) -> Result<(String, Labelled, usize)> {
+    let Some(path) = path else {
+        let files = [("female".to_string(), FEMALE.to_string()), ("male".to_string(), MALE.to_string())];
+        let mut labelled = Labelled::from_class_files(&files)?;
+        let ambiguous = labelled.drop_ambiguous();
+        return Ok((DEFAULT_NAME.to_string(), labelled, ambiguous));
+    };
+    let name = path.display().to_string();
+    let text = |p: &Path| -> Result<String> {
+        let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        Ok(recur::data::decode_utf8(&bytes).with_context(|| format!("cannot use {}", p.display()))?.to_string())
+    };
+    let labelled = if path.is_dir() {
+        let mut files = Vec::new();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("cannot list {name}"))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+            .collect();
+        entries.sort();
+        for p in entries {
+            let class = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+            files.push((class, text(&p)?));
+        }
+        if files.is_empty() {
+            bail!("{name} holds no CLASS.txt file; put one file of examples per class in the folder");
+        }
+        Labelled::from_class_files(&files).with_context(|| format!("cannot use {name}"))?
+    } else {
+        let content = text(path)?;
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+        match ext.as_str() {
+            "jsonl" | "ndjson" => Labelled::from_jsonl(&content, &name, &data.text_column, &data.label_column)?,
+            "csv" => Labelled::from_delimited(&content, &name, b',', &data.text_column, &data.label_column)?,
+            "tsv" | "tab" => Labelled::from_delimited(&content, &name, b'\t', &data.text_column, &data.label_column)?,
+            other => bail!(
+                "{name}: cannot tell the format from the extension {other:?}; use a folder of CLASS.txt files, or a \
+                 .tsv, .csv or .jsonl file"
+            ),
+        }
+    };
+    Ok((name, labelled, 0))
+}
+
+fn train(args: TrainArgs, explicit: &[String]) -> Result<()> {
+    if let Some(threads) = args.threads {
+        limit_threads(thread_count(threads)?);
+    }
+    let style = Style::pick(args.quiet);
+    let resumed = match &args.resume {
+        Some(p) => Some(load_classifier(p).with_context(|| format!("cannot resume from {}", p.display()))?),
+        None => None,
+    };
+    if resumed.is_some() {
+        let fixed = [
+            "tokenize",
+            "min_count",
+            "max_vocab",
+            "max_len",
+            "cell",
+            "embedding_size",
+            "hidden_size",
+            "num_layers",
+            "unidirectional",
+            "dropout",
+            "pooling",
+            "batch_size",
+            "lr",
+            "optimizer",
+            "lr_schedule",
+            "grad_clip",
+            "seed",
+            "val_fraction",
+        ];
+        let given: Vec<String> = fixed
+            .iter()
+            .filter(|f| explicit.iter().any(|e| e == *f))
+            .map(|f| format!("--{}", f.replace('_', "-")))
+            .collect();
+        if !given.is_empty() {
+            bail!(
+                "{} come{} from the checkpoint a resumed run continues; drop {} to resume, or start a new run",
+                given.join(", "),
+                if given.len() == 1 { "s" } else { "" },
+                if given.len() == 1 { "it" } else { "them" }
+            );
+        }
+    }
+    let (name, mut labelled, ambiguous) = read(&args.data, args.data.data.as_deref())?;
+    labelled.require_two_classes(&name)?;
+    let seed = resumed.as_ref().map_or(args.seed, |r| r.data.seed);
+    let (train_set, val_set) = match &args.val_data {
+        Some(p) => {
+            let (_, val, _) = read(&args.data, Some(p))?;
+            let val = val.with_classes(&labelled.classes).with_context(|| format!("cannot use {}", p.display()))?;
+            (labelled.clone(), val)
+        }
+        None => {
+            let (a, b) = labelled.stratified_split(args.val_fraction, seed)?;
+            (labelled.subset(&a), labelled.subset(&b))
+        }
+    };
+    let counts = train_set.class_counts();
+    if let Some(c) = counts.iter().position(|&n| n == 0) {
+        bail!(
+            "class {:?} has no example in the training part; add examples of it or remove the class",
+            train_set.classes[c]
+        );
+    }
+    let data = match &resumed {
+        Some(r) => {
+            if r.data.classes != labelled.classes {
+                bail!(
+                    "the checkpoint's classes {:?} differ from {name}'s {:?}; resume on the same data",
+                    r.data.classes,
+                    labelled.classes
+                );
+            }
+            r.data.clone()
+        }
+        None => {
+            let tokenize = match args.tokenize {
+                Some(TokenizeName::Chars) => Tokenize::Chars,
+                Some(TokenizeName::Words) => Tokenize::Words,
+                None if args.data.data.is_none() => Tokenize::Chars,
+                None => Tokenize::Words,
+            };
+            ClassifierData {
+                vocab: TokenVocab::build(&train_set.texts, tokenize, args.min_count, args.max_vocab),
+                classes: labelled.classes.clone(),
+                batch_size: args.batch_size.max(1),
+                max_len: args.max_len.max(1),
+                seed,
+            }
+        }
+    };
+    labelled.labels.clear();
+    let train_enc = Encoded::new(&train_set, &data.vocab, data.max_len);
+    let val_enc = Encoded::new(&val_set, &data.vocab, data.max_len);
+    let batches_per_epoch = train_enc.len().div_ceil(data.batch_size);
+    let config = match &resumed {
+        Some(r) => r.config.clone(),
+        None => {
+            for (flag, v) in [
+                ("--embedding-size", args.embedding_size),
+                ("--hidden-size", args.hidden_size),
+                ("--num-layers", args.num_layers),
+                ("--batch-size", args.batch_size),
+            ] {
+                if v == 0 {
+                    bail!("{flag} must be at least 1");
+                }
+            }
+            if !(0.0..1.0).contains(&args.dropout) {
+                bail!("--dropout must be in [0, 1), got {}", args.dropout);
+            }
+            ClassifierConfig {
+                vocab_size: data.vocab.len(),
+                num_classes: data.classes.len(),
+                cell: args.cell,
+                embedding_size: args.embedding_size,
+                hidden_size: args.hidden_size,
+                num_layers: args.num_layers,
+                bidirectional: !args.unidirectional,
+                dropout: args.dropout,
+                pooling: match args.pooling {
+                    PoolingName::Last => Pooling::Last,
+                    PoolingName::Mean => Pooling::Mean,
+                    PoolingName::Max => Pooling::Max,
+                },
+            }
+        }
+    };
+    let trainer_config = match &resumed {
+        Some(r) => {
+            let mut t = r.checkpoint.trainer.clone();
+            if let Some(max) = args.max_steps.or(args.epochs.map(|e| e * batches_per_epoch)) {
+                t.max_steps = max.max(1);
+            }
+            if let Some(every) = args.eval_every {
+                t.eval_every = every.max(1);
+            }
+            if args.patience.is_some() {
+                t.patience = args.patience;
+            }
+            t
+        }
+        None => {
+            let max_steps = args.max_steps.unwrap_or(args.epochs.unwrap_or(12) * batches_per_epoch).max(1);
+            let optimizer = OptimizerConfig::by_name(&args::name(&args.optimizer), args.lr)?;
+            let schedule = LrSchedule::by_name(&args::name(&args.lr_schedule), max_steps as u64, args.lr)?;
+            TrainerConfig {
+                grad_clip: args.grad_clip,
+                monitor: if val_enc.is_empty() { "loss".into() } else { "accuracy".into() },
+                maximize: !val_enc.is_empty(),
+                patience: args.patience,
+                divergence_loss: Some(10.0 * (data.classes.len() as f64).ln().max(1.0)),
+                ..TrainerConfig::new(
+                    max_steps,
+                    args.eval_every.unwrap_or(batches_per_epoch).max(1),
+                    optimizer,
+                    schedule,
+                )
+            }
+        }
+    };
+
+    let dir = match (&args.out, &args.resume) {
+        (Some(out), _) => RunDir::claim_exact(out)?,
+        (None, Some(r)) => {
+            RunDir::claim_exact(r.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))?
+        }
+        (None, None) => RunDir::claim_next_free(Path::new("runs"), "classify")?,
+    };
+    if args.resume.is_none() && holds_run(dir.path()) && !args.overwrite {
+        bail!(
+            "{} already holds a run's checkpoints; continue it with --resume, pick another --out, or pass --overwrite",
+            dir.path().display()
+        );
+    }
+    let model = ClassifierTraining::build(config.clone(), data.seed, val_enc.clone(), data.batch_size)?;
+    let banner = format!("{}", model.classifier());
+    let parameters = model.classifier().parameter_count();
+    let batches = ClassBatches::new(train_enc.clone(), data.batch_size, data.seed);
+    let task = TaskInfo {
+        name: CLASSIFY_TASK.into(),
+        model: serde_json::to_value(&config)?,
+        data: serde_json::to_value(&data)?,
+    };
+    let mut trainer = match &resumed {
+        Some(r) => Trainer::resume(trainer_config.clone(), &r.checkpoint, model, batches, dir)?,
+        None => Trainer::new(trainer_config.clone(), task, model, batches, dir)?,
+    };
+    say!("{banner}");
+    let shares: Vec<String> = data.classes.iter().zip(&counts).map(|(c, n)| format!("{c} {n}")).collect();
+    say!(
+        "{parameters} parameters | {name} | {} training examples ({}), {} validation{} | {} token ids ({:?}){}",
+        train_enc.len(),
+        shares.join(", "),
+        val_enc.len(),
+        if ambiguous > 0 { format!(" | {ambiguous} texts with two classes dropped") } else { String::new() },
+        data.vocab.len(),
+        data.vocab.tokenize,
+        if val_enc.unknown > 0 { format!(" | {} validation tokens unknown", val_enc.unknown) } else { String::new() }
+    );
+    say!(
+        "training {} steps ({} per epoch) of {} examples, {}, writing to {}",
+        trainer_config.max_steps,
+        batches_per_epoch,
+        data.batch_size,
+        thread_counts(),
+        trainer.dir().path().display()
+    );
+    let mut progress = Progress::new(style, trainer_config.max_steps);
+    let budget = args.time_budget;
+    let started = std::time::Instant::now();
+    let snapshot = |p: &recur::train::Progress, loss: f64, val: Option<f64>| Snapshot {
+        step: p.step,
+        max_steps: Some(p.max_steps),
+        epoch: p.epoch,
+        loss,
+        val_loss: val,
+        tokens_per_s: p.items_per_s,
+        unit: "examples",
+        eta: p.eta.map(|eta| eta.min(budget.saturating_sub(started.elapsed()))),
+    };
+    let limits = Limits { max_epochs: None, time_budget: Some(budget), stop: interrupt::flag() };
+    let outcome = trainer.run(&limits, &mut |event, _| {
+        match event {
+            TrainEvent::Step(p) => progress.tick(&snapshot(p, p.loss, None)),
+            TrainEvent::Evaluated { progress: p, row, .. } => {
+                let mut s = snapshot(p, row.train_loss.unwrap_or(f64::NAN), row.metrics.get("loss").copied());
+                s.unit = "examples";
+                let acc = row.metrics.get("accuracy").map_or(String::new(), |a| format!(" | val accuracy {a:.4}"));
+                progress.tick(&s);
+                progress.print(&format!("{}{acc}", progress::Progress::line_of(&s)));
+            }
+            TrainEvent::Saved { .. } => {}
+        }
+        Ok(())
+    });
+    progress.clear();
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e @ recur::Error::Diverged { .. }) => bail!("{e}. Start again with a lower --lr or --grad-clip"),
+        Err(e) => return Err(e.into()),
+    };
+    if outcome.reason == StopReason::Requested {
+        let signal = interrupt::requested().unwrap_or(interrupt::Stop::Interrupt);
+        say!("stopped by {} at step {}: saved {}", signal.name(), trainer.state().step, trainer.last_path().display());
+        return Err(Stopped { code: signal.exit_code() }.into());
+    }
+    let run = trainer.state();
+    let took = if started.elapsed().as_secs() < 60 {
+        format!("{:.1}s", started.elapsed().as_secs_f64())
+    } else {
+        progress::duration(started.elapsed())
+    };
+    say!(
+        "done ({}) at step {} ({}) in {took}",
+        match outcome.reason {
+            StopReason::MaxSteps => "reached the last step",
+            StopReason::TimeBudget => "reached --time-budget",
+            other => other.describe(),
+        },
+        run.step,
+        plural(run.epoch, "epoch")
+    );
+    if let (Some(best), Some(step)) = (run.best, run.best_step) {
+        say!("best validation {} {best:.4} at step {step} (best.safetensors)", trainer.config().monitor);
+    }
+    if !val_enc.is_empty() {
+        let best = load_classifier(&trainer.best_path())?;
+        let (metrics, confusion) = evaluate_classifier(&best.model, &val_enc, &data.classes, data.batch_size)?;
+        say!(
+            "validation of best.safetensors: loss {:.4}, accuracy {:.4}, macro F1 {:.4}",
+            metrics["loss"],
+            metrics["accuracy"],
+            metrics["macro_f1"]
+        );
+        say!("{}", confusion.report().trim_end());
+        let svg = trainer.dir().path().join("confusion.svg");
+        write_atomic(&svg, confusion.to_svg("validation confusion (best.safetensors)").as_bytes())?;
+    }
+    let files: Vec<String> = ["last.safetensors", "best.safetensors", "metrics.jsonl", "loss.svg", "confusion.svg"]
+        .iter()
+        .map(|f| trainer.dir().path().join(f))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    say!("wrote {}", files.join(", "));
+    Ok(())
+}
+
+fn eval(args: EvalArgs) -> Result<()> {
+    let loaded = load_classifier(&args.checkpoint)?;
+    let path = args.data.data.as_deref();
+    let (name, labelled, _) = read(&args.data, path)?;
+    let labelled = labelled.with_classes(&loaded.data.classes).with_context(|| format!("cannot evaluate on {name}"))?;
+    let encoded = Encoded::new(&labelled, &loaded.data.vocab, loaded.data.max_len);
+    let (metrics, confusion) =
+        evaluate_classifier(&loaded.model, &encoded, &loaded.data.classes, loaded.data.batch_size)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{name}: {} examples ({} tokens unknown to the model)", encoded.len(), encoded.unknown)?;
+    writeln!(
+        out,
+        "loss {:.4}, accuracy {:.4}, macro F1 {:.4}",
+        metrics["loss"], metrics["accuracy"], metrics["macro_f1"]
+    )?;
+    writeln!(out, "{}", confusion.report().trim_end())?;
+    if let Some(svg) = &args.confusion_svg {
+        write_atomic(svg, confusion.to_svg(&format!("confusion on {name}")).as_bytes())?;
+    }
+    Ok(())
+}
+
+fn predict_cmd(args: PredictArgs) -> Result<()> {
+    let loaded = load_classifier(&args.checkpoint)?;
+    let lines: Vec<String> = match args.input.as_deref() {
+        Some(p) if p != Path::new("-") => {
+            let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+            recur::data::decode_utf8(&bytes)
+                .with_context(|| format!("cannot use {}", p.display()))?
+                .lines()
+                .map(str::to_string)
+                .collect()
+        }
+        _ => std::io::stdin().lock().lines().collect::<std::io::Result<_>>().context("cannot read standard input")?,
+    };
+    let texts: Vec<String> = lines.into_iter().filter(|l| !l.trim().is_empty()).collect();
+    let labelled =
+        Labelled { labels: vec![0; texts.len()], texts: texts.clone(), classes: loaded.data.classes.clone() };
+    let encoded = Encoded::new(&labelled, &loaded.data.vocab, loaded.data.max_len);
+    let (probs, _) = predict(&loaded.model, &encoded, loaded.data.batch_size)?;
+    let mut out = std::io::stdout().lock();
+    for (text, p) in texts.iter().zip(&probs) {
+        let best = argmax(p);
+        let class = &loaded.data.classes[best];
+        if args.jsonl {
+            let probs: serde_json::Map<String, serde_json::Value> =
+                loaded.data.classes.iter().zip(p).map(|(c, &v)| (c.clone(), serde_json::json!(v))).collect();
+            writeln!(out, "{}", serde_json::json!({"text": text, "label": class, "probs": probs}))?;
+        } else {
+            writeln!(out, "{class}\t{:.4}\t{text}", p[best])?;
+        }
+    }
+    if texts.is_empty() {
+        console::warn("no text to classify (the input is empty)");
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! `recur classify` end to end on the real binary: train on the embedded names, eval, predict
+//! (file, stdin, JSON lines), resume bit for bit, and one clear error for each bad input.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+const TINY: [&str; 9] =
+    ["--hidden-size", "16", "--embedding-size", "8", "--lr-schedule", "constant", "--quiet", "--batch-size", "128"];
+
+fn classify_train(out: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["classify", "train", "--out", p(out)];
+    args.extend_from_slice(&TINY);
+    args.extend_from_slice(extra);
+    recur(&args)
+}
+
+#[test]
+fn classify_train_eval_predict_resume() {
+    let dir = scratch("classify");
+    let out = dir.join("run");
+    let o = classify_train(&out, &["--epochs", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("first names → gender") && text.contains("validation of best.safetensors"), "{text}");
+    for f in ["last.safetensors", "best.safetensors", "metrics.jsonl", "loss.svg", "confusion.svg"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let acc: f64 = text
+        .lines()
+        .find(|l| l.starts_with("validation of best"))
+        .and_then(|l| l.split("accuracy ").nth(1))
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.trim().parse().ok())
+        .expect("an accuracy");
+    assert!(acc > 0.7, "two small epochs already tell most names apart: {acc}");
+
+    // eval on a TSV with named columns
+    let tsv = write(&dir, "names.tsv", b"name\tsex\nAnna\tfemale\nJohn\tmale\nMaria\tfemale\nPeter\tmale\n");
+    let best = out.join("best.safetensors");
+    let o = recur(&[
+        "classify",
+        "eval",
+        "--checkpoint",
+        p(&best),
+        "--data",
+        p(&tsv),
+        "--text-column",
+        "name",
+        "--label-column",
+        "sex",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("4 examples") && stdout(&o).contains("macro F1"), "{}", stdout(&o));
+
+    // predict from a file and from stdin
+    let input = write(&dir, "in.txt", b"Anna\n\nJohn\n");
+    let o = recur(&["classify", "predict", "--checkpoint", p(&best), p(&input)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<String> = stdout(&o).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 2, "one line per text: {lines:?}");
+    assert!(lines[0].starts_with("female\t") && lines[0].ends_with("\tAnna"), "{lines:?}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(["classify", "predict", "--checkpoint", p(&best), "--jsonl"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"Maria\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let row: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("JSON");
+    assert_eq!(row["text"], "Maria");
+    let sum: f64 = row["probs"].as_object().unwrap().values().map(|v| v.as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 1e-5, "{row}");
+
+    // resume: one epoch then another equals two straight (constant schedule), bit for bit
+    let split = dir.join("split");
+    assert!(classify_train(&split, &["--epochs", "1"]).status.success());
+    let o = recur(&["classify", "train", "--resume", p(&split.join("last.safetensors")), "--epochs", "2", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = recur::models::load_classifier(&out.join("last.safetensors")).unwrap();
+    let b = recur::models::load_classifier(&split.join("last.safetensors")).unwrap();
+    assert_eq!(a.checkpoint.run.step, b.checkpoint.run.step);
+    for (name, t) in &a.checkpoint.params {
+        let x = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let y = b.checkpoint.params[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(x.iter().zip(&y).all(|(u, v)| u.to_bits() == v.to_bits()), "{name} differs after resume");
+    }
+    let o = recur(&["classify", "train", "--resume", p(&split.join("last.safetensors")), "--hidden-size", "32"]);
+    assert_clean_error(&o, "--hidden-size");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn classify_bad_input_gives_one_clear_error() {
+    let dir = scratch("classify-bad");
+    let out = dir.join("run");
+    let cases: Vec<(&str, &[u8], &[&str], &str)> = vec![
+        ("empty.tsv", b"", &[], "empty"),
+        ("ragged.csv", b"text,label\nAnna,f\nJohn\n", &[], "line 3"),
+        ("cols.tsv", b"name\tsex\nAnna\tf\nJohn\tm\n", &[], "no column \"text\""),
+        ("latin1.csv", b"text,label\ncaf\xe9,f\nx,m\n", &[], "byte offset"),
+        ("one.jsonl", b"{\"text\":\"a\",\"label\":\"x\"}\n{\"text\":\"b\",\"label\":\"x\"}\n", &[], "one class"),
+        ("bad.jsonl", b"{\"text\":\"a\",\"label\":\"x\"}\n{oops\n", &[], "line 2"),
+        ("data.xlsx", b"PK", &[], "extension"),
+    ];
+    for (name, bytes, extra, want) in cases {
+        let path = write(&dir, name, bytes);
+        let mut args = vec!["--data", p(&path)];
+        args.extend_from_slice(extra);
+        let o = classify_train(&out, &args);
+        assert_clean_error(&o, want);
+        assert!(!out.exists(), "{name}: no folder left behind");
+    }
+    // A validation class the training data lacks.
+    let train = write(&dir, "train.tsv", b"text\tlabel\na\tx\nb\ty\nc\tx\nd\ty\n");
+    let val = write(&dir, "val.tsv", b"text\tlabel\na\tz\n");
+    assert_clean_error(&classify_train(&out, &["--data", p(&train), "--val-data", p(&val)]), "class \"z\"");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,296 @@
+//! Sequence classification as a training task: texts encoded with a [`TokenVocab`], batches
+//! shuffled by epoch and bucketed by length ([`ClassBatches`]), the [`Model`] the trainer runs
+//! ([`ClassifierTraining`]: cross-entropy; validation loss, accuracy and macro F1), predictions,
+//! and [`load_classifier`], which gives the model of a `recur classify` checkpoint back.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::labelled::{Labelled, TokenVocab, UNK};
+use crate::metrics::Confusion;
+use crate::models::{ClassifierConfig, SequenceClassifier};
+use crate::train::{cross_entropy, derive_seed, named_vars, DataSource, Metrics, Model, TaskCheckpoint};
+use crate::{Error, Result};
+
+/// The task name of classifier checkpoints.
+pub const CLASSIFY_TASK: &str = "classify";
+
+/// What a classifier checkpoint keeps beside the model: the vocabulary, the class names and how
+/// batches are made.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierData {
+    /// The token vocabulary.
+    pub vocab: TokenVocab,
+    /// The class names, in label order.
+    pub classes: Vec<String>,
+    /// Examples per batch.
+    pub batch_size: usize,
+    /// Longer texts are cut to this many tokens.
+    pub max_len: usize,
+    /// The seed of initialisation, dropout and batch order.
+    pub seed: u64,
+}
+
+/// Encoded examples: token ids (at least one each, at most `max_len`) and labels.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Encoded {
+    /// Each example's ids.
+    pub ids: Vec<Vec<u32>>,
+    /// Each example's class.
+    pub labels: Vec<usize>,
+    /// Tokens the vocabulary did not know (mapped to `<unk>`).
+    pub unknown: usize,
+}
+
+impl Encoded {
+    /// Encodes `data` with `vocab`, cutting texts to `max_len` tokens (an empty one becomes one
+    /// `<unk>`).
+    pub fn new(data: &Labelled, vocab: &TokenVocab, max_len: usize) -> Self {
+        let mut out = Encoded::default();
+        for (text, &label) in data.texts.iter().zip(&data.labels) {
+            let (mut ids, unknown) = vocab.encode(text);
+            out.unknown += unknown;
+            ids.truncate(max_len.max(1));
+            if ids.is_empty() {
+                ids.push(UNK);
+            }
+            out.ids.push(ids);
+            out.labels.push(label);
+        }
+        out
+    }
+
+    /// Examples.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// A batch: right-padded ids `(B, T)`, lengths, labels `(B)`.
+pub struct ClassBatch {
+    /// Token ids, `<pad>` past each length.
+    pub ids: Tensor,
+    /// Each row's length.
+    pub lengths: Vec<usize>,
+    /// Each row's class (u32).
+    pub labels: Tensor,
+}
+
+fn make_batch(examples: &Encoded, rows: &[usize], device: &Device) -> Result<ClassBatch> {
+    let steps = rows.iter().map(|&r| examples.ids[r].len()).max().unwrap_or(1);
+    let mut ids = Vec::with_capacity(rows.len() * steps);
+    for &r in rows {
+        let row = &examples.ids[r];
+        ids.extend_from_slice(row);
+        ids.extend(std::iter::repeat_n(0u32, steps - row.len()));
+    }
+    let lengths = rows.iter().map(|&r| examples.ids[r].len()).collect();
+    let labels: Vec<u32> = rows.iter().map(|&r| examples.labels[r] as u32).collect();
+    Ok(ClassBatch {
+        ids: Tensor::from_vec(ids, (rows.len(), steps), device)?,
+        lengths,
+        labels: Tensor::from_vec(labels, rows.len(), device)?,
+    })
+}
+
+/// Training batches: each epoch a seeded shuffle, then examples of similar length grouped
+/// (sorted within pools of 50 batches) so little is padded, then the batches shuffled.
+pub struct ClassBatches {
+    examples: Encoded,
+    batch_size: usize,
+    seed: u64,
+    device: Device,
+}
+
+impl ClassBatches {
+    /// Batches of `batch_size` of `examples`, ordered by `seed`.
+    pub fn new(examples: Encoded, batch_size: usize, seed: u64) -> Self {
+        Self { examples, batch_size: batch_size.max(1), seed, device: Device::Cpu }
+    }
+
+    fn order(&self, epoch: usize) -> Vec<Vec<usize>> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(derive_seed(self.seed, &format!("batches-{epoch}")));
+        let mut items: Vec<usize> = (0..self.examples.len()).collect();
+        items.shuffle(&mut rng);
+        for pool in items.chunks_mut(self.batch_size * 50) {
+            pool.sort_by_key(|&i| self.examples.ids[i].len());
+        }
+        let mut batches: Vec<Vec<usize>> = items.chunks(self.batch_size).map(<[usize]>::to_vec).collect();
+        batches.shuffle(&mut rng);
+        batches
+    }
+}
+
+impl DataSource for ClassBatches {
+    type Batch = ClassBatch;
+
+    fn batches_per_epoch(&self) -> usize {
+        self.examples.len().div_ceil(self.batch_size)
+    }
+
+    fn batch(&self, epoch: usize, index: usize) -> Result<ClassBatch> {
+        let order = self.order(epoch);
+        let rows = order.get(index).ok_or_else(|| {
+            Error::data("batches", format!("batch {index} of an epoch of {}", order.len()), "ask for an earlier batch")
+        })?;
+        make_batch(&self.examples, rows, &self.device)
+    }
+
+    fn items_per_batch(&self) -> usize {
+        self.batch_size
+    }
+}
+
+/// A classifier that trains with cross-entropy and validates on held-out examples.
+pub struct ClassifierTraining {
+    model: SequenceClassifier,
+    varmap: VarMap,
+    val: Encoded,
+    batch_size: usize,
+}
+
+impl ClassifierTraining {
+    /// A fresh model of `config`, its parameters drawn from `seed` as PyTorch draws them,
+    /// validated on `val` (empty: no validation).
+    pub fn build(config: ClassifierConfig, seed: u64, val: Encoded, batch_size: usize) -> Result<Self> {
+        let varmap = VarMap::new();
+        let vb = crate::seeded_var_builder(&varmap, seed, DType::F32, &Device::Cpu);
+        let model = SequenceClassifier::new(config, vb)?;
+        Ok(Self { model, varmap, val, batch_size: batch_size.max(1) })
+    }
+
+    /// The model.
+    pub fn classifier(&self) -> &SequenceClassifier {
+        &self.model
+    }
+}
+
+/// Class probabilities `(N, C)` of `examples`, in batches of `batch_size`, and the mean
+/// cross-entropy against their labels.
+pub fn predict(model: &SequenceClassifier, examples: &Encoded, batch_size: usize) -> Result<(Vec<Vec<f32>>, f64)> {
+    let device = Device::Cpu;
+    let (mut probs, mut total) = (Vec::with_capacity(examples.len()), 0.0);
+    let rows: Vec<usize> = (0..examples.len()).collect();
+    for chunk in rows.chunks(batch_size.max(1)) {
+        let batch = make_batch(examples, chunk, &device)?;
+        let logits = model.forward_no_grad(&batch.ids, &batch.lengths)?;
+        let loss = cross_entropy(&logits, &batch.labels)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        total += loss * chunk.len() as f64;
+        let p = candle_nn::ops::softmax_last_dim(&logits)?;
+        probs.extend(p.to_vec2::<f32>()?);
+    }
+    Ok((probs, total / examples.len().max(1) as f64))
+}
+
+/// The index of the largest probability.
+pub fn argmax(p: &[f32]) -> usize {
+    p.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) }).0
+}
+
+/// Loss, accuracy and macro F1 of `model` on `examples`, and the confusion matrix.
+pub fn evaluate_classifier(
+    model: &SequenceClassifier,
+    examples: &Encoded,
+    classes: &[String],
+    batch_size: usize,
+) -> Result<(Metrics, Confusion)> {
+    let (probs, loss) = predict(model, examples, batch_size)?;
+    let mut confusion = Confusion::new(classes.to_vec());
+    for (p, &label) in probs.iter().zip(&examples.labels) {
+        confusion.add(label, argmax(p));
+    }
+    let metrics = Metrics::from([
+        ("loss".to_string(), loss),
+        ("accuracy".to_string(), confusion.accuracy()),
+        ("macro_f1".to_string(), confusion.macro_f1()),
+    ]);
+    Ok((metrics, confusion))
+}
+
+impl Model for ClassifierTraining {
+    type Batch = ClassBatch;
+
+    fn vars(&self) -> Vec<(String, Var)> {
+        named_vars(&self.varmap)
+    }
+
+    fn set_training(&self, training: bool) {
+        self.model.set_training(training);
+    }
+
+    fn loss(&mut self, batch: &ClassBatch) -> Result<Tensor> {
+        let logits = self.model.forward(&batch.ids, &batch.lengths)?;
+        cross_entropy(&logits, &batch.labels)
+    }
+
+    fn evaluate(&mut self) -> Result<Option<Metrics>> {
+        if self.val.is_empty() {
+            return Ok(None);
+        }
+        let classes: Vec<String> = (0..self.model.config().num_classes).map(|c| c.to_string()).collect();
+        Ok(Some(evaluate_classifier(&self.model, &self.val, &classes, self.batch_size)?.0))
+    }
+
+    fn generator_state(&self) -> Option<u128> {
+        Some(self.model.rnn().dropout_state())
+    }
+
+    fn set_generator_state(&mut self, state: u128) {
+        self.model.rnn().set_dropout_state(state);
+    }
+}
+
+/// A classifier read back from a checkpoint.
+pub struct LoadedClassifier {
+    /// The model, with the checkpoint's parameters.
+    pub model: SequenceClassifier,
+    /// Its configuration.
+    pub config: ClassifierConfig,
+    /// Its vocabulary, classes and batching.
+    pub data: ClassifierData,
+    /// The whole checkpoint, to resume from.
+    pub checkpoint: TaskCheckpoint,
+}
+
+/// Reads a `recur classify` checkpoint and builds its model; every problem is one typed error.
+pub fn load_classifier(path: &Path) -> Result<LoadedClassifier> {
+    let checkpoint = TaskCheckpoint::load(path, CLASSIFY_TASK)?;
+    let config: ClassifierConfig = checkpoint.model_config()?;
+    let data: ClassifierData = checkpoint.data()?;
+    let origin = path.display().to_string();
+    if data.classes.len() != config.num_classes || data.vocab.len() != config.vocab_size {
+        return Err(Error::checkpoint(
+            origin,
+            format!(
+                "its data ({} classes, {} token ids) disagrees with its model ({}, {})",
+                data.classes.len(),
+                data.vocab.len(),
+                config.num_classes,
+                config.vocab_size
+            ),
+            "pass a checkpoint written by recur classify",
+        ));
+    }
+    let tensors: HashMap<String, Tensor> = checkpoint.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let model = SequenceClassifier::new(config.clone(), VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu))
+        .map_err(|e| {
+            Error::checkpoint(
+                &origin,
+                format!("its parameters do not fit its model ({e})"),
+                "pass a checkpoint written by recur classify",
+            )
+        })?;
+    Ok(LoadedClassifier { model, config, data, checkpoint })
+}
