@@ -5,9 +5,8 @@
 
 use candle_core::{CpuStorage, Layout};
 
-pub(crate) mod fused;
 pub(crate) mod pool;
-pub(crate) mod split;
+pub(crate) mod recurrent;
 
 /// The values of a contiguous CPU tensor; `op` names the caller in the error a non-contiguous one
 /// gets (an internal error: the ops make their inputs contiguous before they run).
