@@ -34,7 +34,6 @@
 #![allow(clippy::assign_op_pattern)]
 
 use std::collections::BTreeMap;
-use std::ops::{Add, Div, Mul, Neg, Sub};
 
 use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, DType, Layout, Tensor, Var};
@@ -42,6 +41,8 @@ use candle_nn::VarMap;
 use serde_json::{json, Value};
 
 use crate::kernels::cpu::{self, CpuPath};
+use crate::kernels::Float;
+use crate::ops::Element;
 use crate::{Error, Result};
 
 /// The variables of a `VarMap`, sorted by name: the order and names optimizers and checkpoints use.
@@ -90,91 +91,20 @@ pub trait Optimizer {
     }
 }
 
-/// Arithmetic the update rules need, for f32 and f64.
-trait Real:
-    candle_core::WithDType
-    + Copy
-    + PartialOrd
-    + Add<Output = Self>
-    + Sub<Output = Self>
-    + Mul<Output = Self>
-    + Div<Output = Self>
-    + Neg<Output = Self>
-{
-    fn of(v: f64) -> Self;
-    fn sqrt(self) -> Self;
-    fn abs(self) -> Self;
-    /// `self·a + b` with one rounding, as ATen's vectorised CPU kernels compute `add(alpha=)`,
-    /// `addcmul` and `lerp`.
-    fn fma(self, a: Self, b: Self) -> Self;
-    /// The values of a CPU storage of this dtype, writable; `None` for another dtype.
-    fn values_mut(storage: &mut CpuStorage) -> Option<&mut [Self]>;
-}
-
-impl Real for f32 {
-    #[inline(always)]
-    fn of(v: f64) -> Self {
-        v as f32
-    }
-    #[inline(always)]
-    fn sqrt(self) -> Self {
-        f32::sqrt(self)
-    }
-    #[inline(always)]
-    fn abs(self) -> Self {
-        f32::abs(self)
-    }
-    #[inline(always)]
-    fn fma(self, a: Self, b: Self) -> Self {
-        self.mul_add(a, b)
-    }
-    fn values_mut(storage: &mut CpuStorage) -> Option<&mut [Self]> {
-        match storage {
-            CpuStorage::F32(v) => Some(v),
-            _ => None,
-        }
-    }
-}
-
-impl Real for f64 {
-    #[inline(always)]
-    fn of(v: f64) -> Self {
-        v
-    }
-    #[inline(always)]
-    fn sqrt(self) -> Self {
-        f64::sqrt(self)
-    }
-    #[inline(always)]
-    fn abs(self) -> Self {
-        f64::abs(self)
-    }
-    #[inline(always)]
-    fn fma(self, a: Self, b: Self) -> Self {
-        self.mul_add(a, b)
-    }
-    fn values_mut(storage: &mut CpuStorage) -> Option<&mut [Self]> {
-        match storage {
-            CpuStorage::F64(v) => Some(v),
-            _ => None,
-        }
-    }
-}
-
 /// ATen's vectorised `lerp(self, end, weight)`: `fma(w, end − self, self)` for |w| < 0.5, else
 /// `fma(w − 1, end − self, end)`.
 #[inline(always)]
-fn lerp<T: Real>(start: T, end: T, weight: T) -> T {
+fn lerp<T: Float>(start: T, end: T, weight: T) -> T {
     let diff = end - start;
-    if weight.abs() < T::of(0.5) {
-        weight.fma(diff, start)
+    if weight.abs() < T::from_f64(0.5) {
+        weight.mul_add(diff, start)
     } else {
-        (weight - T::of(1.0)).fma(diff, end)
+        (weight - T::from_f64(1.0)).mul_add(diff, end)
     }
 }
 
 #[inline(always)]
-fn is_nan<T: Real>(x: T) -> bool {
+fn is_nan<T: Float>(x: T) -> bool {
     x.partial_cmp(&x).is_none()
 }
 
@@ -187,7 +117,7 @@ trait Rule: Sync {
         0.0
     }
     /// `step` is the step count after this step (1 for the first).
-    fn update<T: Real>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]);
+    fn update<T: Float>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]);
     fn lr(&self) -> f64;
     fn set_lr(&mut self, lr: f64);
     fn to_json(&self) -> Value;
@@ -393,7 +323,7 @@ fn read_buffers(dtype: DType, present: &[Option<&Tensor>]) -> Result<Buffers> {
     })
 }
 
-fn update_one<R: Rule, T: Real>(
+fn update_one<R: Rule, T: Element>(
     rule: &R,
     var: &Var,
     grad: &Tensor,
@@ -403,7 +333,7 @@ fn update_one<R: Rule, T: Real>(
 ) -> Result<()> {
     if slot.buffers.is_none() {
         let len = var.elem_count();
-        let buffers = (0..rule.buffers().len()).map(|i| vec![T::of(rule.initial(i)); len]).collect();
+        let buffers = (0..rule.buffers().len()).map(|i| vec![<T as Float>::from_f64(rule.initial(i)); len]).collect();
         slot.buffers = Some(wrap(buffers));
     }
     let Some(bufs) = slot.buffers.as_mut().and_then(select) else {
@@ -438,7 +368,14 @@ const UPDATE_CHUNK: usize = 1 << 15;
 /// chunks of [`UPDATE_CHUNK`] elements that run on rayon's pool when `threads` (the kernels'
 /// count, [`crate::set_num_threads`]) is above 1. The rules are elementwise, so the result is the
 /// same for any cut.
-fn update_parallel<R: Rule, T: Real>(rule: &R, step: u64, p: &mut [T], g: &[T], bufs: &mut [Vec<T>], threads: usize) {
+fn update_parallel<R: Rule, T: Element>(
+    rule: &R,
+    step: u64,
+    p: &mut [T],
+    g: &[T],
+    bufs: &mut [Vec<T>],
+    threads: usize,
+) {
     use rayon::prelude::*;
     if threads <= 1 || p.len() < 2 * UPDATE_CHUNK {
         let mut views: Vec<&mut [T]> = bufs.iter_mut().map(Vec::as_mut_slice).collect();
@@ -463,7 +400,7 @@ struct InPlaceUpdate<'a, R, T> {
     bufs: std::sync::Mutex<&'a mut Vec<Vec<T>>>,
 }
 
-impl<R: Rule, T: Real> candle_core::InplaceOp2 for InPlaceUpdate<'_, R, T> {
+impl<R: Rule, T: Element> candle_core::InplaceOp2 for InPlaceUpdate<'_, R, T> {
     fn name(&self) -> &'static str {
         R::KIND
     }
@@ -578,21 +515,25 @@ impl Rule for SgdConfig {
             vec![]
         }
     }
-    fn update<T: Real>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
-        let (wd, momentum, damp, lr) =
-            (T::of(self.weight_decay), T::of(self.momentum), T::of(1.0 - self.dampening), T::of(-self.lr));
+    fn update<T: Float>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
+        let (wd, momentum, damp, lr) = (
+            T::from_f64(self.weight_decay),
+            T::from_f64(self.momentum),
+            T::from_f64(1.0 - self.dampening),
+            T::from_f64(-self.lr),
+        );
         for i in 0..p.len() {
             let mut d = g[i];
             if self.weight_decay != 0.0 {
-                d = wd.fma(p[i], d); // grad.add(param, alpha=wd)
+                d = wd.mul_add(p[i], d); // grad.add(param, alpha=wd)
             }
             if self.momentum != 0.0 {
                 let buf = &mut bufs[0][i];
                 // buf.mul_(momentum).add_(grad, alpha=1 - dampening)
-                *buf = if step == 1 { d } else { damp.fma(d, *buf * momentum) };
-                d = if self.nesterov { momentum.fma(*buf, d) } else { *buf };
+                *buf = if step == 1 { d } else { damp.mul_add(d, *buf * momentum) };
+                d = if self.nesterov { momentum.mul_add(*buf, d) } else { *buf };
             }
-            p[i] = lr.fma(d, p[i]); // param.add_(grad, alpha=-lr)
+            p[i] = lr.mul_add(d, p[i]); // param.add_(grad, alpha=-lr)
         }
     }
     fn lr(&self) -> f64 {
@@ -648,7 +589,7 @@ impl AdamConfig {
     }
 
     /// One Adam / AdamW update of one parameter, on the kernels' CPU path.
-    fn update_adam<T: Real>(&self, decoupled: bool, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
+    fn update_adam<T: Float>(&self, decoupled: bool, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
         self.update_adam_on(cpu::path(), decoupled, step, p, g, bufs)
     }
 
@@ -657,7 +598,7 @@ impl AdamConfig {
     /// `mul_add`s then become vector FMA instructions instead of one call to the math library's
     /// `fma` per element (the same values on every path: an FMA is exact, and the loop sums
     /// nothing across elements).
-    fn update_adam_on<T: Real>(
+    fn update_adam_on<T: Float>(
         &self,
         path: CpuPath,
         decoupled: bool,
@@ -685,7 +626,14 @@ impl AdamConfig {
     /// The CPU must support AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn update_adam_fma<T: Real>(&self, decoupled: bool, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
+    unsafe fn update_adam_fma<T: Float>(
+        &self,
+        decoupled: bool,
+        step: u64,
+        p: &mut [T],
+        g: &[T],
+        bufs: &mut [&mut [T]],
+    ) {
         self.update_adam_body(decoupled, step, p, g, bufs)
     }
 
@@ -695,7 +643,7 @@ impl AdamConfig {
     /// The CPU must support AVX-512 F, BW, DQ and VL (and AVX2 and FMA).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl")]
-    unsafe fn update_adam_avx512<T: Real>(
+    unsafe fn update_adam_avx512<T: Float>(
         &self,
         decoupled: bool,
         step: u64,
@@ -707,16 +655,17 @@ impl AdamConfig {
     }
 
     #[inline(always)]
-    fn update_adam_body<T: Real>(&self, decoupled: bool, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
+    fn update_adam_body<T: Float>(&self, decoupled: bool, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
         let (beta1, beta2) = self.betas;
         let step_f = step as f64;
         let bias_correction1 = 1.0 - beta1.powf(step_f);
         let bias_correction2 = 1.0 - beta2.powf(step_f);
-        let step_size = T::of(-(self.lr / bias_correction1));
-        let bc2_sqrt = T::of(bias_correction2.powf(0.5));
-        let (w1, b2, w2, eps) = (T::of(1.0 - beta1), T::of(beta2), T::of(1.0 - beta2), T::of(self.eps));
-        let decay = T::of(1.0 - self.lr * self.weight_decay);
-        let wd = T::of(self.weight_decay);
+        let step_size = T::from_f64(-(self.lr / bias_correction1));
+        let bc2_sqrt = T::from_f64(bias_correction2.powf(0.5));
+        let (w1, b2, w2, eps) =
+            (T::from_f64(1.0 - beta1), T::from_f64(beta2), T::from_f64(1.0 - beta2), T::from_f64(self.eps));
+        let decay = T::from_f64(1.0 - self.lr * self.weight_decay);
+        let wd = T::from_f64(self.weight_decay);
         let (moments, rest) = bufs.split_at_mut(1);
         let (second, max_second) = rest.split_at_mut(1);
         let (m, v) = (&mut moments[0], &mut second[0]);
@@ -726,11 +675,11 @@ impl AdamConfig {
                 if decoupled {
                     p[i] = p[i] * decay;
                 } else {
-                    d = wd.fma(p[i], d);
+                    d = wd.mul_add(p[i], d);
                 }
             }
             m[i] = lerp(m[i], d, w1);
-            v[i] = (w2 * d).fma(d, v[i] * b2); // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            v[i] = (w2 * d).mul_add(d, v[i] * b2); // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             let denom = if self.amsgrad {
                 let mx = &mut max_second[0][i];
                 // torch.maximum: a NaN on either side wins.
@@ -781,7 +730,7 @@ impl Rule for AdamConfig {
     fn buffers(&self) -> Vec<&'static str> {
         self.buffer_names()
     }
-    fn update<T: Real>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
+    fn update<T: Float>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
         self.update_adam(false, step, p, g, bufs)
     }
     fn lr(&self) -> f64 {
@@ -803,7 +752,7 @@ impl Rule for AdamWConfig {
     fn buffers(&self) -> Vec<&'static str> {
         self.0.buffer_names()
     }
-    fn update<T: Real>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
+    fn update<T: Float>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
         self.0.update_adam(true, step, p, g, bufs)
     }
     fn lr(&self) -> f64 {
@@ -855,14 +804,14 @@ impl Rule for RmsPropConfig {
         }
         b
     }
-    fn update<T: Real>(&self, _step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
+    fn update<T: Float>(&self, _step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
         let (alpha, w, wd, eps, momentum, lr) = (
-            T::of(self.alpha),
-            T::of(1.0 - self.alpha),
-            T::of(self.weight_decay),
-            T::of(self.eps),
-            T::of(self.momentum),
-            T::of(-self.lr),
+            T::from_f64(self.alpha),
+            T::from_f64(1.0 - self.alpha),
+            T::from_f64(self.weight_decay),
+            T::from_f64(self.eps),
+            T::from_f64(self.momentum),
+            T::from_f64(-self.lr),
         );
         let has_momentum = self.momentum > 0.0;
         let (square, rest) = bufs.split_at_mut(1);
@@ -870,21 +819,21 @@ impl Rule for RmsPropConfig {
         for i in 0..p.len() {
             let mut d = g[i];
             if self.weight_decay != 0.0 {
-                d = wd.fma(p[i], d);
+                d = wd.mul_add(p[i], d);
             }
             let sa = &mut square[0][i];
-            *sa = (w * d).fma(d, *sa * alpha);
+            *sa = (w * d).mul_add(d, *sa * alpha);
             let avg = if self.centered {
                 let ga = &mut grad_avg[0][i];
                 *ga = lerp(*ga, d, w);
-                (T::of(-1.0) * *ga).fma(*ga, *sa).sqrt() // square_avg.addcmul(grad_avg, grad_avg, value=-1)
+                (T::from_f64(-1.0) * *ga).mul_add(*ga, *sa).sqrt() // square_avg.addcmul(grad_avg, grad_avg, value=-1)
             } else {
                 sa.sqrt()
             } + eps;
             if has_momentum {
                 let buf = &mut momentum_buf[0][i];
-                *buf = *buf * momentum + T::of(1.0) * d / avg; // buf.mul_(momentum).addcdiv_(grad, avg)
-                p[i] = lr.fma(*buf, p[i]);
+                *buf = *buf * momentum + T::from_f64(1.0) * d / avg; // buf.mul_(momentum).addcdiv_(grad, avg)
+                p[i] = lr.mul_add(*buf, p[i]);
             } else {
                 p[i] = p[i] + lr * d / avg;
             }
@@ -937,16 +886,16 @@ impl Rule for AdagradConfig {
     fn initial(&self, _index: usize) -> f64 {
         self.initial_accumulator_value
     }
-    fn update<T: Real>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
+    fn update<T: Float>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [&mut [T]]) {
         let clr = self.lr / (1.0 + (step as f64 - 1.0) * self.lr_decay);
-        let (wd, eps, neg_clr) = (T::of(self.weight_decay), T::of(self.eps), T::of(-clr));
+        let (wd, eps, neg_clr) = (T::from_f64(self.weight_decay), T::from_f64(self.eps), T::from_f64(-clr));
         let sum = &mut bufs[0];
         for i in 0..p.len() {
             let mut d = g[i];
             if self.weight_decay != 0.0 {
-                d = wd.fma(p[i], d);
+                d = wd.mul_add(p[i], d);
             }
-            sum[i] = (T::of(1.0) * d).fma(d, sum[i]);
+            sum[i] = (T::from_f64(1.0) * d).mul_add(d, sum[i]);
             let std = sum[i].sqrt() + eps;
             p[i] = p[i] + neg_clr * d / std;
         }

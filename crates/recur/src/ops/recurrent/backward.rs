@@ -4,10 +4,10 @@
 
 use super::spec::{split_grads, CellKind, LayerSpec, Params};
 use super::split::{self, Chunk};
-use super::Element;
 use crate::kernels::gemm::MatRef;
 use crate::kernels::{gemm, gru, lstm, rnn, Dims, Float, Grads, Input, Weights};
 use crate::ops::pool::Buffer;
+use crate::ops::Element;
 
 /// The gradients of `x` (`x_len` values: `x`'s, then zeros for what [`LayerSpec::x_is_output`]
 /// leaves unread), of the initial state and of the parameters.

@@ -4,10 +4,10 @@
 
 use super::spec::{CellKind, LayerSpec, Params};
 use super::split::{self, Chunk};
-use super::Element;
 use crate::kernels::gemm::MatRef;
 use crate::kernels::{gemm, gru, lstm, rnn, Dims, Float, Input, Weights};
 use crate::ops::pool::Buffer;
+use crate::ops::Element;
 
 /// The forward: the flat output and the workspaces the backward reads (one per direction, or
 /// with `chunks > 1` one per direction and chunk, direction-major), followed with a lookup by

@@ -26,6 +26,7 @@ mod link;
 mod spec;
 mod split;
 
+use std::any::Any;
 use std::sync::{Arc, Mutex};
 
 use candle_core::backend::BackendStorage;
@@ -34,47 +35,16 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, StorageR
 use self::link::ParamLink;
 use self::spec::Params;
 pub(crate) use self::spec::{CellKind, LayerSpec};
-use super::contiguous_values;
-use super::pool::{Buffer, Pooled};
-use crate::kernels::Float;
+use super::pool::Buffer;
+use super::{contiguous_values, Element};
 
 /// How errors name the op.
 const OP: &str = "the fused recurrent op";
 
-/// What the forward leaves for the backward: each direction's workspace.
-enum Saved {
-    F32(Vec<Buffer<f32>>),
-    F64(Vec<Buffer<f64>>),
-}
-
-/// The element types the op runs on.
-trait Element: Float + candle_core::WithDType + Pooled {
-    fn wrap(ws: Vec<Buffer<Self>>) -> Saved;
-    fn unwrap(saved: &Saved) -> Option<&Vec<Buffer<Self>>>;
-    fn storage(data: Vec<Self>) -> CpuStorage;
-}
-
-macro_rules! element {
-    ($t:ty, $variant:ident, $other:ident) => {
-        impl Element for $t {
-            fn wrap(ws: Vec<Buffer<Self>>) -> Saved {
-                Saved::$variant(ws)
-            }
-            fn unwrap(saved: &Saved) -> Option<&Vec<Buffer<Self>>> {
-                match saved {
-                    Saved::$variant(ws) => Some(ws),
-                    Saved::$other(_) => None,
-                }
-            }
-            fn storage(data: Vec<Self>) -> CpuStorage {
-                CpuStorage::$variant(data)
-            }
-        }
-    };
-}
-
-element!(f32, F32, F64);
-element!(f64, F64, F32);
+/// What the forward leaves for the backward: its chunk count and the workspaces, a
+/// `Vec<Buffer<T>>` of the forward's element type (one per direction and chunk, then the
+/// projected tables).
+type Saved = (usize, Box<dyn Any + Send + Sync>);
 
 /// The custom op: one layer, forward and hand-derived backward.
 pub(crate) struct FusedLayer {
@@ -86,7 +56,7 @@ pub(crate) struct FusedLayer {
     /// Whether the forward keeps its workspaces for a backward.
     save: bool,
     /// The forward's workspaces (one per direction and chunk) and its chunk count.
-    saved: Mutex<Option<(usize, Saved)>>,
+    saved: Mutex<Option<Saved>>,
 }
 
 impl FusedLayer {
@@ -187,10 +157,10 @@ impl FusedLayer {
         let (out, workspaces) = cpu::forward(&self.spec, self.spec.layer_input(x), state, &params, chunks);
         if self.save {
             let mut saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("poisoned op state".into()))?;
-            *saved = Some((chunks, T::wrap(workspaces)));
+            *saved = Some((chunks, Box::new(workspaces)));
         }
         let shape = Shape::from((self.spec.out_rows(), self.spec.out_width()));
-        Ok((T::storage(out), shape))
+        Ok((T::to_cpu_storage_owned(out), shape))
     }
 
     fn bwd_typed<T: Element>(
@@ -208,7 +178,7 @@ impl FusedLayer {
         let (x_s, state_s, res_s, grad_s) = (x_s?, state_s?, res_s?, grad_s?);
         let param_views = self.param_views()?;
         let params_s = &Params(param_views.iter().map(View::slice::<T>).collect::<candle_core::Result<_>>()?);
-        let kept = saved.as_ref().and_then(|(chunks, saved)| Some((*chunks, T::unwrap(saved)?)));
+        let kept = saved.as_ref().and_then(|(chunks, saved)| Some((*chunks, saved.downcast_ref::<Vec<Buffer<T>>>()?)));
         let (x_len, x_s) = (x_s.len(), self.spec.layer_input(x_s));
         let (dx, dstate, dparams) = match kept {
             Some((chunks, ws)) => {
@@ -291,7 +261,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor, Var};
     use candle_nn::VarMap;
 
-    use super::super::pool::Pooled;
+    use crate::ops::pool::Pooled;
     use crate::{seeded_var_builder, Gru, GruConfig, Lstm, LstmConfig, State};
 
     /// Output, final state and the gradients of the input, the initial state and every
