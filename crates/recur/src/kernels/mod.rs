@@ -35,6 +35,7 @@ pub mod gemm;
 pub mod gru;
 pub mod lstm;
 pub mod math;
+pub(crate) mod optim;
 pub mod packed;
 pub mod rnn;
 mod shared;
