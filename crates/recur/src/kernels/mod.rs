@@ -30,17 +30,20 @@
 //!   Their lengths come from the `*_workspace_len` / `*_scratch_len` functions; the caller
 //!   allocates them.
 
+mod blocked;
 pub mod cpu;
 pub mod gemm;
 pub mod gru;
 pub mod lstm;
 pub mod math;
+mod matrix;
 pub(crate) mod optim;
 pub mod packed;
 pub mod rnn;
 mod shared;
 #[cfg(test)]
 mod testing;
+mod threads;
 
 use std::fmt::Debug;
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub, SubAssign};
