@@ -8,54 +8,12 @@
 //! call; both the `gemm` crate and the blocked product keep per-thread packing buffers that grow
 //! to the largest product a thread has run.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
+use super::blocked::matmul_blocked;
 use super::cpu::CpuPath;
+pub use super::matrix::MatRef;
+use super::threads::serial_active;
+pub use super::threads::{num_threads, serial, set_num_threads};
 use super::Float;
-
-static THREADS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static SERIAL: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f` with every matrix product on the calling thread single-threaded; used when the caller
-/// already runs independent work (the two directions of a layer) on separate threads.
-pub fn serial<R>(f: impl FnOnce() -> R) -> R {
-    let before = SERIAL.with(|s| s.replace(true));
-    let out = f();
-    SERIAL.with(|s| s.set(before));
-    out
-}
-
-/// Whether the calling thread is inside [`serial`].
-pub(crate) fn serial_active() -> bool {
-    SERIAL.with(Cell::get)
-}
-
-/// Sets how many threads the layers may use: for their matrix products, the two directions of a
-/// bidirectional layer, and chunks of the batch that run their time loops side by side (a layer
-/// with at least 16 sequences and enough work cuts its batch between the threads it has left).
-/// `0` means "as many as rayon's global pool has" (the default). Results are deterministic for a
-/// given thread count; between thread counts they differ by rounding (sums taken in another order).
-///
-/// The threads come from rayon's global pool, and candle's own CPU ops (the loss, a linear head…)
-/// size themselves from `RAYON_NUM_THREADS`: to pin a whole program to `n` threads, set that
-/// variable (or build the global pool with `rayon::ThreadPoolBuilder::num_threads(n)`) and call
-/// this with `n`.
-pub fn set_num_threads(threads: usize) {
-    THREADS.store(threads, Ordering::Relaxed);
-}
-
-/// The number of threads the kernels use: the value given to [`set_num_threads`], or the size of
-/// rayon's global pool when none was given.
-pub fn num_threads() -> usize {
-    match THREADS.load(Ordering::Relaxed) {
-        0 => rayon::current_num_threads().max(1),
-        n => n,
-    }
-}
 
 /// Whether an `f32` product goes to [`super::packed::matmul_blocked`] rather than the `gemm`
 /// crate: when every side is at least 128, so that packing `lhs` is paid back over enough
@@ -77,51 +35,6 @@ pub fn num_threads() -> usize {
 /// against 1853 ms.
 fn blocked_pays<T>(lhs: MatRef<'_, T>, m: usize, k: usize, n: usize, path: CpuPath) -> bool {
     (lhs.cs != 1 || path == CpuPath::Avx512) && m >= 128 && n >= 128 && k >= 128
-}
-
-/// A read-only strided matrix view: element `(r, c)` is `data[r * rs + c * cs]`.
-#[derive(Clone, Copy, Debug)]
-pub struct MatRef<'a, T> {
-    /// The backing slice.
-    pub data: &'a [T],
-    /// Number of rows.
-    pub rows: usize,
-    /// Number of columns.
-    pub cols: usize,
-    /// Row stride in elements.
-    pub rs: usize,
-    /// Column stride in elements.
-    pub cs: usize,
-}
-
-impl<'a, T> MatRef<'a, T> {
-    /// The same view over an empty slice of another element type, for `MatRef { data, ..v.retyped() }`.
-    fn retyped<U>(&self) -> MatRef<'static, U> {
-        MatRef { data: &[], rows: self.rows, cols: self.cols, rs: self.rs, cs: self.cs }
-    }
-
-    /// A row-major contiguous `(rows, cols)` matrix.
-    pub fn new(data: &'a [T], rows: usize, cols: usize) -> Self {
-        Self { data, rows, cols, rs: cols, cs: 1 }
-    }
-
-    /// A row-major matrix whose rows are `rs` elements apart.
-    pub fn strided(data: &'a [T], rows: usize, cols: usize, rs: usize) -> Self {
-        Self { data, rows, cols, rs, cs: 1 }
-    }
-
-    /// The transpose (no copy: strides are swapped).
-    pub fn t(self) -> Self {
-        Self { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
-    }
-
-    /// Panics if the view reaches past its slice.
-    pub(crate) fn check(&self) {
-        if self.rows > 0 && self.cols > 0 {
-            let last = (self.rows - 1) * self.rs + (self.cols - 1) * self.cs;
-            assert!(last < self.data.len(), "matrix view out of bounds");
-        }
-    }
 }
 
 /// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)`; `dst` is row-major with row stride `dst_rs`.
@@ -158,7 +71,7 @@ pub fn matmul<T: Float>(dst: &mut [T], dst_rs: usize, accumulate: bool, lhs: Mat
         };
         let lhs32 = MatRef { data: lhs32, ..lhs.retyped() };
         let rhs32 = MatRef { data: rhs32, ..rhs.retyped() };
-        if super::packed::matmul_blocked(dst32, dst_rs, accumulate, lhs32, rhs32, threads) {
+        if matmul_blocked(dst32, dst_rs, accumulate, lhs32, rhs32, threads) {
             return;
         }
     }

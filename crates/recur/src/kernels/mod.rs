@@ -30,21 +30,26 @@
 //!   Their lengths come from the `*_workspace_len` / `*_scratch_len` functions; the caller
 //!   allocates them.
 
+mod blocked;
 pub mod cpu;
 pub mod gemm;
 pub mod gru;
 pub mod lstm;
 pub mod math;
+mod matrix;
+pub(crate) mod optim;
 pub mod packed;
 pub mod rnn;
 mod shared;
 #[cfg(test)]
 mod testing;
+mod threads;
 
 use std::fmt::Debug;
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub, SubAssign};
 
-/// The element types the kernels run on: `f32` for speed, `f64` for gradient checks.
+/// The element types the kernels run on: `f32` for speed, `f64` for gradient checks. The crate's
+/// one float trait: the ops, the losses and the optimizers' update rules compute with it too.
 pub trait Float:
     Copy
     + Debug
@@ -65,12 +70,26 @@ pub trait Float:
     const ZERO: Self;
     /// 1.
     const ONE: Self;
+    /// −∞.
+    const NEG_INFINITY: Self;
     /// Conversion from f64 (rounding for f32).
     fn from_f64(v: f64) -> Self;
     /// Conversion to f64.
     fn to_f64(self) -> f64;
-    /// e^self.
+    /// e^self: for `f32` the kernels' fast [`math::exp`] (≤ 1 ulp), for `f64` the standard
+    /// library's.
     fn exp(self) -> Self;
+    /// e^self by the standard library, for both types: what the losses use, to match PyTorch.
+    fn std_exp(self) -> Self;
+    /// Natural logarithm (the standard library's).
+    fn ln(self) -> Self;
+    /// Square root, correctly rounded (the standard library's).
+    fn sqrt(self) -> Self;
+    /// Absolute value.
+    fn abs(self) -> Self;
+    /// `self·a + b` with one rounding (the standard library's `mul_add`), as ATen's vectorised
+    /// CPU kernels compute `add(alpha=)`, `addcmul` and `lerp`.
+    fn mul_add(self, a: Self, b: Self) -> Self;
     /// Hyperbolic tangent.
     fn tanh(self) -> Self;
     /// Logistic sigmoid `1 / (1 + e^-x)`.
@@ -83,6 +102,27 @@ pub trait Float:
 impl Float for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    const NEG_INFINITY: Self = f32::NEG_INFINITY;
+    #[inline(always)]
+    fn std_exp(self) -> Self {
+        f32::exp(self)
+    }
+    #[inline(always)]
+    fn ln(self) -> Self {
+        f32::ln(self)
+    }
+    #[inline(always)]
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        f32::abs(self)
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f32::mul_add(self, a, b)
+    }
     #[inline(always)]
     fn from_f64(v: f64) -> Self {
         v as f32
@@ -108,6 +148,27 @@ impl Float for f32 {
 impl Float for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    const NEG_INFINITY: Self = f64::NEG_INFINITY;
+    #[inline(always)]
+    fn std_exp(self) -> Self {
+        f64::exp(self)
+    }
+    #[inline(always)]
+    fn ln(self) -> Self {
+        f64::ln(self)
+    }
+    #[inline(always)]
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        f64::abs(self)
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f64::mul_add(self, a, b)
+    }
     #[inline(always)]
     fn from_f64(v: f64) -> Self {
         v

@@ -10,7 +10,7 @@ use crate::kernels::rnn::Activation;
 use crate::kernels::Dims;
 use crate::nn::core::{check_backend, check_input_tensor, check_param, checked_bytes, py_bool};
 use crate::nn::{GruCellConfig, LstmCellConfig, Nonlinearity, RnnCellConfig, State};
-use crate::ops::fused::{CellKind, FusedLayer, LayerSpec};
+use crate::ops::recurrent::{CellKind, FusedLayer, LayerSpec};
 use crate::{Error, Result};
 
 /// What the three cells share.

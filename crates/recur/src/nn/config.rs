@@ -11,7 +11,7 @@
 use std::fmt;
 
 use crate::nn::core::CoreConfig;
-use crate::ops::fused::CellKind;
+use crate::ops::recurrent::CellKind;
 
 /// The nonlinearity of a plain RNN.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

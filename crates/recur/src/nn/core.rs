@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::kernels::Dims;
 use crate::nn::packed::{Layout, PackedSequence, Padding};
 use crate::nn::State;
-use crate::ops::fused::{CellKind, FusedLayer, LayerSpec};
+use crate::ops::recurrent::{CellKind, FusedLayer, LayerSpec};
 use crate::{Error, Result};
 
 /// What the first layer of a stack reads.

@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 use crate::kernels::rnn::Activation;
 use crate::nn::core::Core;
 use crate::nn::{GruConfig, LstmConfig, Nonlinearity, PackedSequence, Padding, RnnConfig, State};
-use crate::ops::fused::CellKind;
+use crate::ops::recurrent::CellKind;
 use crate::Result;
 
 /// What every recurrent layer offers; object safe, so a `Box<dyn Recurrent>` can hold an RNN, an

@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 
 use candle_core::{backend::BackendStorage, CpuStorage, DType, Layout, Shape, Tensor};
 
-use super::loss::{check_float, class_indices, cross_entropy, Real};
+use super::loss::{check_float, class_indices, cross_entropy};
 use crate::kernels::gemm::{matmul, MatRef};
 use crate::kernels::Float;
 use crate::ops::contiguous_values as values;
@@ -158,11 +158,11 @@ enum Saved {
 
 /// Logits `x (n × h) · wᵀ (+ b)`, then per row the softmax (left in `probs`) and the summed loss
 /// of the kept rows, `Σ m + log Σ exp(l − m) − l[t]` (`m` the row's maximum, as `log_softmax`).
-fn forward<T: Float + Real>(x: &[T], w: &[T], b: Option<&[T]>, targets: &[u32], classes: usize) -> (f64, Vec<T>) {
+fn forward<T: Float>(x: &[T], w: &[T], b: Option<&[T]>, targets: &[u32], classes: usize) -> (f64, Vec<T>) {
     use rayon::prelude::*;
     let n = targets.len();
     let h = x.len().checked_div(n).unwrap_or(0);
-    let mut probs = vec![<T as Float>::ZERO; n * classes];
+    let mut probs = vec![T::ZERO; n * classes];
     matmul(&mut probs, classes, false, MatRef::new(x, n, h), MatRef::new(w, classes, h).t());
     let chunk = ROWS_PER_TASK * classes;
     let total: f64 = probs
@@ -177,17 +177,17 @@ fn forward<T: Float + Real>(x: &[T], w: &[T], b: Option<&[T]>, targets: &[u32], 
                     }
                 }
                 let max = row.iter().copied().fold(T::NEG_INFINITY, |m, v| if v > m { v } else { m });
-                let mut exps = <T as Float>::ZERO;
+                let mut exps = T::ZERO;
                 for &l in row.iter() {
-                    exps += Real::exp(l - max);
+                    exps += (l - max).std_exp();
                 }
                 let lse = exps.ln();
                 if t != IGNORED {
                     // −log_softmax[t] = −((l[t] − m) − lse), as `log_softmax` rounds it.
-                    sum -= Float::to_f64((row[t as usize] - max) - lse);
+                    sum -= ((row[t as usize] - max) - lse).to_f64();
                 }
                 for l in row.iter_mut() {
-                    *l = Real::exp((*l - max) - lse);
+                    *l = ((*l - max) - lse).std_exp();
                 }
             }
             sum

@@ -26,6 +26,7 @@
 
 use candle_core::{DType, Tensor, D};
 
+use crate::kernels::Float;
 use crate::{Error, Result};
 
 /// How a loss reduces its per-element values.
@@ -152,40 +153,7 @@ struct LogSoftmax;
 /// Rows per rayon task.
 const SOFTMAX_ROWS: usize = 64;
 
-/// What [`LogSoftmax`] computes with: f32 and f64.
-pub(super) trait Real:
-    Copy
-    + Send
-    + Sync
-    + PartialOrd
-    + std::ops::Add<Output = Self>
-    + std::ops::Sub<Output = Self>
-    + std::ops::Mul<Output = Self>
-{
-    const ZERO: Self;
-    const NEG_INFINITY: Self;
-    fn exp(self) -> Self;
-    fn ln(self) -> Self;
-}
-
-macro_rules! real {
-    ($t:ty) => {
-        impl Real for $t {
-            const ZERO: Self = 0.0;
-            const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
-            fn exp(self) -> Self {
-                <$t>::exp(self)
-            }
-            fn ln(self) -> Self {
-                <$t>::ln(self)
-            }
-        }
-    };
-}
-real!(f32);
-real!(f64);
-
-fn log_softmax_rows<T: Real>(x: &[T], classes: usize) -> Vec<T> {
+fn log_softmax_rows<T: Float>(x: &[T], classes: usize) -> Vec<T> {
     use rayon::prelude::*;
     let mut out = vec![T::ZERO; x.len()];
     out.par_chunks_mut(classes * SOFTMAX_ROWS).zip(x.par_chunks(classes * SOFTMAX_ROWS)).for_each(|(out, x)| {
@@ -194,18 +162,18 @@ fn log_softmax_rows<T: Real>(x: &[T], classes: usize) -> Vec<T> {
             let mut sum = T::ZERO;
             for (o, &v) in out.iter_mut().zip(x) {
                 *o = v - max;
-                sum = sum + o.exp();
+                sum += o.std_exp();
             }
             let lse = sum.ln();
             for o in out.iter_mut() {
-                *o = *o - lse;
+                *o -= lse;
             }
         }
     });
     out
 }
 
-fn log_softmax_grad<T: Real>(y: &[T], g: &[T], classes: usize) -> Vec<T> {
+fn log_softmax_grad<T: Float>(y: &[T], g: &[T], classes: usize) -> Vec<T> {
     use rayon::prelude::*;
     let mut dx = vec![T::ZERO; y.len()];
     let chunk = classes * SOFTMAX_ROWS;
@@ -213,7 +181,7 @@ fn log_softmax_grad<T: Real>(y: &[T], g: &[T], classes: usize) -> Vec<T> {
         for ((dx, y), g) in dx.chunks_exact_mut(classes).zip(y.chunks_exact(classes)).zip(g.chunks_exact(classes)) {
             let total = g.iter().fold(T::ZERO, |s, &v| s + v);
             for ((d, &y), &g) in dx.iter_mut().zip(y).zip(g) {
-                *d = g - y.exp() * total;
+                *d = g - y.std_exp() * total;
             }
         }
     });
