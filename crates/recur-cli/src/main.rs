@@ -21,7 +21,7 @@ use anyhow::Result;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use commands::{classify, compare, eval, gradflow, inspect, sample, train};
+use commands::{classify, compare, eval, gradflow, inspect, sample, tag, train};
 
 /// Recur: PyTorch-compatible recurrent networks (RNN, LSTM, GRU) on the CPU.
 #[derive(Debug, Parser)]
@@ -37,6 +37,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Classify texts: train, evaluate and predict (default data: first names → gender).
     Classify(classify::ClassifyArgs),
+    /// Tag words in sentences: train, evaluate and predict (default data: Brown news, part of speech).
+    Tag(tag::TagArgs),
     /// Generate text from a trained character model.
     Sample(sample::SampleArgs),
     /// Score a text with a trained character model: loss, perplexity, bits per character.
@@ -130,6 +132,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
             train::run(args, &explicit_flags(matches))
         }
         Command::Classify(args) => classify::run(args, &explicit_flags(matches)),
+        Command::Tag(args) => tag::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Inspect(args) => inspect::run(args),

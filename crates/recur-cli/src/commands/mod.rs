@@ -7,4 +7,5 @@ pub mod eval;
 pub mod gradflow;
 pub mod inspect;
 pub mod sample;
+pub mod tag;
 pub mod train;

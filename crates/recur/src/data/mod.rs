@@ -2,8 +2,10 @@
 
 pub mod labelled;
 pub mod streams;
+pub mod tagged;
 pub mod text;
 
 pub use labelled::{Labelled, TokenVocab, Tokenize};
 pub use streams::{evaluate_streams, Streams};
+pub use tagged::Tagged;
 pub use text::{decode_utf8, Vocab};

@@ -6,6 +6,8 @@ mod char_lm_task;
 mod classifier;
 mod classifier_task;
 mod sampling;
+mod tagger;
+mod tagger_task;
 
 pub use char_lm::{CharLm, CharLmConfig};
 pub use char_lm_task::{
@@ -17,6 +19,11 @@ pub use classifier_task::{
     ClassifierTraining, Encoded, LoadedClassifier, CLASSIFY_TASK,
 };
 pub use sampling::{sample, Sampling};
+pub use tagger::{TagInput, Tagger, TaggerConfig};
+pub use tagger_task::{
+    evaluate_tagger, load_tagger, EncodedSentences, LoadedTagger, TagBatch, TagBatches, TaggerData, TaggerTraining,
+    TAG_TASK,
+};
 
 use std::fmt;
 use std::str::FromStr;

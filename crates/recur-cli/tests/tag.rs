@@ -1,0 +1,97 @@
+//! `recur tag` end to end on the real binary: train on part of the Brown news section, eval,
+//! predict, and clear errors for bad input.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+
+fn brown(lines: usize) -> String {
+    let all = include_str!("../data/brown_news/brown_news.txt");
+    all.lines().take(lines).collect::<Vec<_>>().join("\n")
+}
+
+fn small_args(data: &std::path::Path, out: &std::path::Path) -> Vec<String> {
+    [
+        "tag",
+        "train",
+        "--data",
+        p(data),
+        "--out",
+        p(out),
+        "--epochs",
+        "6",
+        "--lr",
+        "0.01",
+        "--hidden-size",
+        "32",
+        "--char-hidden-size",
+        "16",
+        "--word-embedding-size",
+        "32",
+        "--char-embedding-size",
+        "12",
+        "--batch-size",
+        "16",
+        "--quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn tag_train_eval_predict() {
+    let dir = scratch("tag");
+    let data = write(&dir, "brown.txt", brown(600).as_bytes());
+    let out = dir.join("run");
+    let args = small_args(&data, &out);
+    let o = recur(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let line = text.lines().find(|l| l.starts_with("test (")).unwrap_or_else(|| panic!("a test line in {text}"));
+    let acc: f64 = line
+        .split("token accuracy ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap();
+    assert!(acc > 0.6, "six small epochs on 540 sentences tag most tokens: {line}");
+    assert!(line.contains("unseen in training"), "{line}");
+    let best = out.join("best.safetensors");
+    let test = write(&dir, "test.conll", b"The\tat\njury\tnn\nsaid\tvbd\n.\t.\n\nIt\tpps\nis\tbez\n.\t.\n");
+    let o = recur(&["tag", "eval", "--checkpoint", p(&best), "--data", p(&test)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("2 sentences, 7 tokens") && stdout(&o).contains("token accuracy"), "{}", stdout(&o));
+    let input = write(&dir, "in.txt", b"The jury said it .\n\nA Zyxwv said .\n");
+    let o = recur(&["tag", "predict", "--checkpoint", p(&best), p(&input)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out_text = stdout(&o);
+    let lines: Vec<&str> = out_text.lines().collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0].split(' ').count(), 5);
+    assert!(lines[1].starts_with("A/") && lines[1].contains(" Zyxwv/"), "{lines:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tag_bad_input_gives_one_clear_error() {
+    let dir = scratch("tag-bad");
+    let out: PathBuf = dir.join("run");
+    for (name, bytes, want) in [
+        ("slash.txt", &b"The/at dog\n"[..], "line 1"),
+        ("cols.conll", &b"a\tb\tc\nd\te\n"[..], "line 2"),
+        ("empty.txt", &b""[..], "empty"),
+    ] {
+        let path = write(&dir, name, bytes);
+        let args = small_args(&path, &out);
+        assert_clean_error(&recur(&args.iter().map(String::as_str).collect::<Vec<_>>()), want);
+        assert!(!out.exists(), "{name}: no folder left behind");
+    }
+    let bio = write(&dir, "ner.conll", b"John\tB-PER\nlives\tO\nin\tI-LOC\n\nAnn\tB-PER\n");
+    let mut args = small_args(&bio, &out);
+    args.push("--bio".into());
+    assert_clean_error(&recur(&args.iter().map(String::as_str).collect::<Vec<_>>()), "I-LOC follows O");
+    let _ = std::fs::remove_dir_all(&dir);
+}

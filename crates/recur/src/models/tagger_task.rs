@@ -1,0 +1,278 @@
+//! Sequence tagging as a training task: sentences encoded with word and character vocabularies,
+//! batches bucketed by length and shuffled by epoch ([`TagBatches`]), the [`Model`] the trainer
+//! runs ([`TaggerTraining`]: cross-entropy over the real tokens; validation loss, token accuracy
+//! and the accuracy on words the model never saw), and [`load_tagger`].
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::labelled::{TokenVocab, UNK};
+use crate::data::Tagged;
+use crate::models::{TagInput, Tagger, TaggerConfig};
+use crate::train::{derive_seed, named_vars, CrossEntropy, DataSource, Metrics, Model, TaskCheckpoint};
+use crate::{Error, Result};
+
+/// The task name of tagger checkpoints.
+pub const TAG_TASK: &str = "tag";
+
+/// What a tagger checkpoint keeps beside the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaggerData {
+    /// Words (lower-cased).
+    pub words: TokenVocab,
+    /// Characters.
+    pub chars: TokenVocab,
+    /// The tag names, in label order.
+    pub tags: Vec<String>,
+    /// Sentences per batch.
+    pub batch_size: usize,
+    /// The seed of initialisation, dropout and batch order.
+    pub seed: u64,
+}
+
+/// Encoded sentences.
+#[derive(Clone, Debug, Default)]
+pub struct EncodedSentences {
+    /// Each sentence's word ids.
+    pub words: Vec<Vec<u32>>,
+    /// Each word's character ids.
+    pub chars: Vec<Vec<Vec<u32>>>,
+    /// Each word's tag.
+    pub labels: Vec<Vec<usize>>,
+}
+
+impl EncodedSentences {
+    /// Encodes `data` with the vocabularies of `meta`.
+    pub fn new(data: &Tagged, meta: &TaggerData) -> Self {
+        let mut out = EncodedSentences::default();
+        for (sentence, labels) in data.sentences.iter().zip(&data.labels) {
+            out.words.push(sentence.iter().map(|w| meta.words.encode(w).0.first().copied().unwrap_or(UNK)).collect());
+            out.chars.push(sentence.iter().map(|w| meta.chars.encode(w).0).collect());
+            out.labels.push(labels.clone());
+        }
+        out
+    }
+
+    /// Sentences.
+    pub fn len(&self) -> usize {
+        self.words.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    fn batch(&self, rows: &[usize]) -> Result<(TagInput, Tensor, Tensor)> {
+        let words: Vec<Vec<u32>> = rows.iter().map(|&r| self.words[r].clone()).collect();
+        let chars: Vec<Vec<Vec<u32>>> = rows.iter().map(|&r| self.chars[r].clone()).collect();
+        let input = Tagger::input(&words, &chars)?;
+        let steps = input.words.dim(1)?;
+        let (mut targets, mut mask) = (Vec::with_capacity(rows.len() * steps), Vec::with_capacity(rows.len() * steps));
+        for &r in rows {
+            let labels = &self.labels[r];
+            for t in 0..steps {
+                targets.push(labels.get(t).map_or(0, |&l| l as u32));
+                mask.push(if t < labels.len() { 1f32 } else { 0.0 });
+            }
+        }
+        let device = Device::Cpu;
+        Ok((
+            input,
+            Tensor::from_vec(targets, (rows.len(), steps), &device)?,
+            Tensor::from_vec(mask, (rows.len(), steps), &device)?,
+        ))
+    }
+}
+
+/// A training batch: the input, the targets `(B, T)` and the mask of real tokens `(B, T)`.
+pub type TagBatch = (TagInput, Tensor, Tensor);
+
+/// Training batches: each epoch a seeded shuffle, sentences of similar length grouped (sorted
+/// within pools of 50 batches), then the batches shuffled.
+pub struct TagBatches {
+    sentences: EncodedSentences,
+    batch_size: usize,
+    seed: u64,
+}
+
+impl TagBatches {
+    /// Batches of `batch_size` sentences, ordered by `seed`.
+    pub fn new(sentences: EncodedSentences, batch_size: usize, seed: u64) -> Self {
+        Self { sentences, batch_size: batch_size.max(1), seed }
+    }
+}
+
+impl DataSource for TagBatches {
+    type Batch = TagBatch;
+
+    fn batches_per_epoch(&self) -> usize {
+        self.sentences.len().div_ceil(self.batch_size)
+    }
+
+    fn batch(&self, epoch: usize, index: usize) -> Result<TagBatch> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(derive_seed(self.seed, &format!("batches-{epoch}")));
+        let mut items: Vec<usize> = (0..self.sentences.len()).collect();
+        items.shuffle(&mut rng);
+        for pool in items.chunks_mut(self.batch_size * 50) {
+            pool.sort_by_key(|&i| self.sentences.words[i].len());
+        }
+        let mut batches: Vec<&[usize]> = items.chunks(self.batch_size).collect();
+        batches.shuffle(&mut rng);
+        let rows = batches.get(index).ok_or_else(|| {
+            Error::data(
+                "batches",
+                format!("batch {index} of an epoch of {}", batches.len()),
+                "ask for an earlier batch",
+            )
+        })?;
+        self.sentences.batch(rows)
+    }
+
+    fn items_per_batch(&self) -> usize {
+        self.batch_size
+    }
+}
+
+/// Token accuracy, accuracy on unknown words (mapped to `<unk>`) and the mean loss of `model` on
+/// `sentences`, and every sentence's predicted tags.
+pub fn evaluate_tagger(
+    model: &Tagger,
+    sentences: &EncodedSentences,
+    batch_size: usize,
+) -> Result<(Metrics, Vec<Vec<usize>>)> {
+    let (mut right, mut total, mut unk_right, mut unk_total, mut loss_sum) = (0usize, 0usize, 0usize, 0usize, 0.0f64);
+    let mut predictions = Vec::with_capacity(sentences.len());
+    let rows: Vec<usize> = (0..sentences.len()).collect();
+    let ce = CrossEntropy { reduction: crate::train::Reduction::Sum, ..CrossEntropy::default() };
+    for chunk in rows.chunks(batch_size.max(1)) {
+        let (input, targets, mask) = sentences.batch(chunk)?;
+        let scores = model.forward_no_grad(&input)?;
+        loss_sum += ce.forward(&scores, &targets, Some(&mask))?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let best = scores.argmax(2)?.to_vec2::<u32>()?;
+        for (k, &r) in chunk.iter().enumerate() {
+            let labels = &sentences.labels[r];
+            let predicted: Vec<usize> = best[k][..labels.len()].iter().map(|&p| p as usize).collect();
+            for (t, (&p, &l)) in predicted.iter().zip(labels).enumerate() {
+                let hit = usize::from(p == l);
+                right += hit;
+                total += 1;
+                if sentences.words[r][t] == UNK {
+                    unk_right += hit;
+                    unk_total += 1;
+                }
+            }
+            predictions.push(predicted);
+        }
+    }
+    let mut metrics = Metrics::from([
+        ("loss".to_string(), loss_sum / total.max(1) as f64),
+        ("accuracy".to_string(), right as f64 / total.max(1) as f64),
+    ]);
+    if unk_total > 0 {
+        metrics.insert("unknown_accuracy".into(), unk_right as f64 / unk_total as f64);
+    }
+    Ok((metrics, predictions))
+}
+
+/// A tagger that trains with cross-entropy and validates on held-out sentences.
+pub struct TaggerTraining {
+    model: Tagger,
+    varmap: VarMap,
+    val: EncodedSentences,
+    batch_size: usize,
+}
+
+impl TaggerTraining {
+    /// A fresh model of `config`, its parameters drawn from `seed`, validated on `val`.
+    pub fn build(config: TaggerConfig, seed: u64, val: EncodedSentences, batch_size: usize) -> Result<Self> {
+        let varmap = VarMap::new();
+        let vb = crate::seeded_var_builder(&varmap, seed, DType::F32, &Device::Cpu);
+        let model = Tagger::new(config, vb)?;
+        Ok(Self { model, varmap, val, batch_size: batch_size.max(1) })
+    }
+
+    /// The model.
+    pub fn tagger(&self) -> &Tagger {
+        &self.model
+    }
+}
+
+impl Model for TaggerTraining {
+    type Batch = TagBatch;
+
+    fn vars(&self) -> Vec<(String, Var)> {
+        named_vars(&self.varmap)
+    }
+
+    fn set_training(&self, training: bool) {
+        self.model.set_training(training);
+    }
+
+    fn loss(&mut self, (input, targets, mask): &TagBatch) -> Result<Tensor> {
+        let scores = self.model.forward(input)?;
+        CrossEntropy::default().forward(&scores, targets, Some(mask))
+    }
+
+    fn evaluate(&mut self) -> Result<Option<Metrics>> {
+        if self.val.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(evaluate_tagger(&self.model, &self.val, self.batch_size)?.0))
+    }
+
+    fn generator_state(&self) -> Option<u128> {
+        Some(self.model.rnn().dropout_state())
+    }
+
+    fn set_generator_state(&mut self, state: u128) {
+        self.model.rnn().set_dropout_state(state);
+    }
+}
+
+/// A tagger read back from a checkpoint.
+pub struct LoadedTagger {
+    /// The model, with the checkpoint's parameters.
+    pub model: Tagger,
+    /// Its configuration.
+    pub config: TaggerConfig,
+    /// Its vocabularies, tags and batching.
+    pub data: TaggerData,
+    /// The whole checkpoint, to resume from.
+    pub checkpoint: TaskCheckpoint,
+}
+
+/// Reads a `recur tag` checkpoint and builds its model; every problem is one typed error.
+pub fn load_tagger(path: &Path) -> Result<LoadedTagger> {
+    let checkpoint = TaskCheckpoint::load(path, TAG_TASK)?;
+    let config: TaggerConfig = checkpoint.model_config()?;
+    let data: TaggerData = checkpoint.data()?;
+    let origin = path.display().to_string();
+    if data.tags.len() != config.num_tags
+        || data.words.len() != config.word_vocab_size
+        || data.chars.len() != config.char_vocab_size
+    {
+        return Err(Error::checkpoint(
+            origin,
+            "its data disagrees with its model's sizes",
+            "pass a checkpoint written by recur tag",
+        ));
+    }
+    let tensors: HashMap<String, Tensor> = checkpoint.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let model =
+        Tagger::new(config.clone(), VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu)).map_err(|e| {
+            Error::checkpoint(
+                &origin,
+                format!("its parameters do not fit its model ({e})"),
+                "pass a checkpoint written by recur tag",
+            )
+        })?;
+    Ok(LoadedTagger { model, config, data, checkpoint })
+}
