@@ -13,6 +13,7 @@ mod console;
 mod corpus;
 mod interrupt;
 mod progress;
+mod report;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -94,12 +94,6 @@ impl Progress {
         }
     }
 
-    /// A report worth keeping (after an evaluation).
-    pub fn report(&mut self, s: &Snapshot) {
-        self.print(&Self::line(s));
-        self.tick(s);
-    }
-
     /// Prints `text` on standard error, above the bar when there is one.
     pub fn print(&self, text: &str) {
         match (&self.bar, self.style) {

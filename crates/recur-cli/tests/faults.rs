@@ -35,18 +35,6 @@ fn kill(child: &Child, signal: &str) {
     assert!(status.success());
 }
 
-fn temp_files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                .filter(|n| n.contains(".tmp-"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn steps(dir: &Path) -> Vec<u64> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap_or_default()

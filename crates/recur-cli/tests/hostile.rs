@@ -51,18 +51,6 @@ fn signal(child: &Child, name: &str) {
     assert!(status.success());
 }
 
-fn temp_files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                .filter(|n| n.contains(".tmp-"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn load(path: &Path) -> recur::train::Checkpoint {
     recur::train::Checkpoint::load(path).unwrap_or_else(|e| panic!("{} loads: {e}", path.display()))
 }

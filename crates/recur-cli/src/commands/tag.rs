@@ -13,16 +13,14 @@ use recur::models::{
     evaluate_tagger, load_tagger, CellType, EncodedSentences, TagBatches, TaggerConfig, TaggerData, TaggerTraining,
     TAG_TASK,
 };
-use recur::train::{
-    holds_run, Limits, LrSchedule, OptimizerConfig, RunDir, StopReason, TaskInfo, TrainEvent, Trainer, TrainerConfig,
-};
+use recur::train::{holds_run, LrSchedule, OptimizerConfig, RunDir, TaskInfo, Trainer, TrainerConfig};
 
 use super::train::{limit_threads, thread_count, thread_counts};
 use crate::args::{self, parse_cell, parse_duration, OptimizerName, ScheduleName};
 use crate::console::{self, say};
 use crate::interrupt;
-use crate::progress::{self, plural, Progress, Snapshot, Style};
-use crate::Stopped;
+use crate::progress::{self, plural, Style};
+use crate::report;
 
 /// The default data, embedded: the Brown corpus's news section (see
 /// `data/brown_news/SOURCE.txt`), one sentence a line as `word/tag`.
@@ -270,46 +268,16 @@ fn train(args: TrainArgs) -> Result<()> {
         thread_counts(),
         trainer.dir().path().display()
     );
-    let mut progress = Progress::new(style, max_steps);
-    let started = std::time::Instant::now();
-    let budget = args.time_budget;
-    let snapshot = |p: &recur::train::Progress, loss: f64, val: Option<f64>| Snapshot {
-        step: p.step,
-        max_steps: Some(p.max_steps),
-        epoch: p.epoch,
-        loss,
-        val_loss: val,
-        tokens_per_s: p.items_per_s,
+    let session = report::Session {
+        style,
+        budget: args.time_budget,
+        max_epochs: None,
         unit: "sentences",
-        eta: p.eta.map(|eta| eta.min(budget.saturating_sub(started.elapsed()))),
+        advice: "Start again with a lower --lr or --grad-clip",
     };
-    let limits = Limits { max_epochs: None, time_budget: Some(budget), stop: interrupt::flag() };
-    let outcome = trainer.run(&limits, &mut |event, _| {
-        match event {
-            TrainEvent::Step(p) => progress.tick(&snapshot(p, p.loss, None)),
-            TrainEvent::Evaluated { progress: p, row, .. } => {
-                let s = snapshot(p, row.train_loss.unwrap_or(f64::NAN), row.metrics.get("loss").copied());
-                let acc = row.metrics.get("accuracy").map_or(String::new(), |a| format!(" | val accuracy {a:.4}"));
-                progress.tick(&s);
-                progress.print(&format!("{}{acc}", Progress::line_of(&s)));
-            }
-            TrainEvent::Saved { .. } => {}
-        }
-        Ok(())
-    });
-    progress.clear();
-    let outcome = match outcome {
-        Ok(o) => o,
-        Err(e @ recur::Error::Diverged { .. }) => bail!("{e}. Start again with a lower --lr or --grad-clip"),
-        Err(e) => return Err(e.into()),
-    };
-    if outcome.reason == StopReason::Requested {
-        let signal = interrupt::requested().unwrap_or(interrupt::Stop::Interrupt);
-        say!("stopped by {} at step {}: saved {}", signal.name(), trainer.state().step, trainer.last_path().display());
-        return Err(Stopped { code: signal.exit_code() }.into());
-    }
+    let (_, elapsed) = report::train(&mut trainer, &session, &mut |_, _| Ok(None))?;
     let run = trainer.state();
-    say!("done at step {} ({}) in {}", run.step, plural(run.epoch, "epoch"), progress::duration(started.elapsed()));
+    say!("done at step {} ({}) in {}", run.step, plural(run.epoch, "epoch"), progress::duration(elapsed));
     if let (Some(best), Some(step)) = (run.best, run.best_step) {
         say!("best validation {} {best:.4} at step {step} (best.safetensors)", trainer.config().monitor);
     }

@@ -11,16 +11,14 @@ use recur::models::{
     CellType, CharLm, CharLmConfig, CharLmData, CharLmTraining, CharWindows, LoadedCharLm, Sampling, CHAR_LM_TASK,
 };
 use recur::train::{
-    holds_run, Limits, LrSchedule, OptimizerConfig, RunDir, StopReason, TaskInfo, TrainEvent, Trainer, TrainerConfig,
-    RUN_FILES,
+    holds_run, LrSchedule, OptimizerConfig, RunDir, StopReason, TaskInfo, Trainer, TrainerConfig, RUN_FILES,
 };
 
 use crate::args::{self, parse_cell, parse_duration, OptimizerName, ScheduleName};
 use crate::console::{self, say};
 use crate::corpus::{self, Corpus};
-use crate::interrupt;
-use crate::progress::{self, plural, Progress, Snapshot, Style};
-use crate::Stopped;
+use crate::progress::{self, plural, Style};
+use crate::report;
 
 /// Flags of `recur train`, grouped like char-rnn's.
 #[derive(Debug, Args)]
@@ -435,57 +433,30 @@ pub fn run(args: TrainArgs, explicit: &[String]) -> Result<()> {
     }
 
     // Train, rendering what the loop reports.
-    let mut progress = Progress::new(style, plan.trainer.max_steps);
-    let sample_every = args.sample_every;
-    let budget = args.time_budget;
+    let sample_every = if style == Style::Quiet { 0 } else { args.sample_every };
     let seed = d.seed;
     let vocab = corpus.vocab.clone();
     let prime = vocab.id('\n').or_else(|| corpus.ids.first().copied()).unwrap_or(0);
-    let limits = Limits { max_epochs: args.max_epochs, time_budget: Some(budget), stop: interrupt::flag() };
-    let started = std::time::Instant::now();
-    let snapshot = |p: &recur::train::Progress, loss: f64, val: Option<f64>| Snapshot {
-        step: p.step,
-        max_steps: Some(p.max_steps),
-        epoch: p.epoch,
-        loss,
-        val_loss: val,
-        tokens_per_s: p.items_per_s,
+    let advice = format!(
+        "Start again with a lower --lr (this run: {}) or --grad-clip (this run: {})",
+        plan.trainer.optimizer.lr(),
+        plan.trainer.grad_clip
+    );
+    let session = report::Session {
+        style,
+        budget: args.time_budget,
+        max_epochs: args.max_epochs,
         unit: "chars",
-        eta: p.eta.map(|eta| eta.min(budget.saturating_sub(started.elapsed()))),
+        advice: &advice,
     };
-    let outcome = trainer.run(&limits, &mut |event, model: &CharLmTraining| {
-        match event {
-            TrainEvent::Step(p) => progress.tick(&snapshot(p, p.loss, p.best)),
-            TrainEvent::Evaluated { progress: p, row, .. } => {
-                progress.report(&snapshot(p, row.train_loss.unwrap_or(f64::NAN), row.metrics.get("loss").copied()));
-                if style != Style::Quiet && sample_every > 0 && p.step > 0 && p.step.is_multiple_of(sample_every) {
-                    progress.clear();
-                    let text = sample_text(model.lm(), &vocab, prime, seed + p.step as u64, 200).map_err(|e| {
-                        recur::Error::Data { what: "sample", message: e.to_string(), fix: String::new() }
-                    })?;
-                    console::err(format_args!("--- sample at step {} ---\n{text}\n---", p.step));
-                }
-            }
-            TrainEvent::Saved { .. } => {}
+    let (outcome, elapsed) = report::train(&mut trainer, &session, &mut |row, model: &CharLmTraining| {
+        if sample_every == 0 || row.step == 0 || !row.step.is_multiple_of(sample_every) {
+            return Ok(None);
         }
-        Ok(())
-    });
-    progress.clear();
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
-        Err(e @ recur::Error::Diverged { .. }) => bail!(
-            "{e}. Start again with a lower --lr (this run: {}) or --grad-clip (this run: {})",
-            plan.trainer.optimizer.lr(),
-            plan.trainer.grad_clip
-        ),
-        Err(e) => return Err(e.into()),
-    };
-    if outcome.reason == StopReason::Requested {
-        let signal = interrupt::requested().unwrap_or(interrupt::Stop::Interrupt);
-        say!("stopped by {} at step {}: saved {}", signal.name(), trainer.state().step, trainer.last_path().display());
-        return Err(Stopped { code: signal.exit_code() }.into());
-    }
-    summary(&trainer, outcome, started.elapsed(), &vocab, prime, seed)
+        let text = sample_text(model.lm(), &vocab, prime, seed + row.step as u64, 200)?;
+        Ok(Some(format!("--- sample at step {} ---\n{text}\n---", row.step)))
+    })?;
+    summary(&trainer, outcome, elapsed, &vocab, prime, seed)
 }
 
 fn reason_text(reason: StopReason) -> &'static str {

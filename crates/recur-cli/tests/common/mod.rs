@@ -71,3 +71,16 @@ pub fn assert_clean_error(output: &Output, want: &str) {
     assert!(err.starts_with("error: ") && err.contains(want), "expected {want:?} in: {err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// The temporary files (`.NAME.tmp-…`) of interrupted saves in `dir`.
+pub fn temp_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| n.contains(".tmp-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
