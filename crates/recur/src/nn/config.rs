@@ -14,7 +14,8 @@ use crate::nn::core::CoreConfig;
 use crate::ops::recurrent::CellKind;
 
 /// The nonlinearity of a plain RNN.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Nonlinearity {
     /// `tanh` (PyTorch's default).
     #[default]
@@ -50,7 +51,8 @@ impl std::str::FromStr for Nonlinearity {
 macro_rules! layer_config {
     ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty = $default:expr),* $(,)? }) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq)]
+        #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
         pub struct $name {
             /// `I`: features per input step. Required.
             pub input_size: usize,
@@ -134,7 +136,8 @@ layer_config! {
 macro_rules! cell_config {
     ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty = $default:expr),* $(,)? }) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq)]
+        #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
         pub struct $name {
             /// `I`: features of the input. Required.
             pub input_size: usize,
@@ -170,4 +173,26 @@ cell_config! {
 cell_config! {
     /// Configuration of [`GruCell`](crate::GruCell), PyTorch's `nn.GRUCell`.
     GruCellConfig {}
+}
+
+#[cfg(test)]
+mod serde_tests {
+    use super::*;
+
+    /// Layer configurations read back from their JSON form as they were, with PyTorch's option
+    /// names as keys; an unknown key is refused.
+    #[test]
+    fn layer_configs_round_trip_through_json() {
+        let lstm = LstmConfig { num_layers: 2, bidirectional: true, proj_size: 3, ..LstmConfig::new(5, 7) };
+        let json = serde_json::to_value(&lstm).unwrap();
+        assert_eq!(json["proj_size"], 3);
+        assert_eq!(serde_json::from_value::<LstmConfig>(json).unwrap(), lstm);
+        let rnn = RnnConfig { nonlinearity: Nonlinearity::Relu, ..RnnConfig::new(2, 3) };
+        let json = serde_json::to_value(&rnn).unwrap();
+        assert_eq!(json["nonlinearity"], "relu");
+        assert_eq!(serde_json::from_value::<RnnConfig>(json).unwrap(), rnn);
+        let mut bad = serde_json::to_value(GruConfig::new(2, 3)).unwrap();
+        bad["hiden_size"] = 4.into();
+        assert!(serde_json::from_value::<GruConfig>(bad).is_err());
+    }
 }
