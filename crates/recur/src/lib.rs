@@ -48,9 +48,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub use kernels::gemm::{num_threads, set_num_threads};
 pub use nn::{
     lengths_from_mask, pack_padded_sequence, pack_sequence, pad_packed_sequence, pad_sequence, seeded_var_builder,
-    unpack_sequence, unpad_sequence, Gru, GruCell, GruCellConfig, GruConfig, Lstm, LstmCell, LstmCellConfig,
-    LstmConfig, Nonlinearity, PackedSequence, Padding, PaddingSide, Recurrent, Rnn, RnnCell, RnnCellConfig, RnnConfig,
-    State,
+    unpack_sequence, unpad_sequence, Crf, CrfReduction, Gru, GruCell, GruCellConfig, GruConfig, Lstm, LstmCell,
+    LstmCellConfig, LstmConfig, Nonlinearity, PackedSequence, Padding, PaddingSide, Recurrent, Rnn, RnnCell,
+    RnnCellConfig, RnnConfig, State,
 };
 
 /// The README's Rust examples, compiled and run as doctests.

@@ -3,6 +3,7 @@
 mod cell;
 mod config;
 mod core;
+mod crf;
 mod init;
 mod layers;
 pub mod packed;
@@ -10,6 +11,7 @@ mod state;
 
 pub use cell::{GruCell, LstmCell, RnnCell};
 pub use config::{GruCellConfig, GruConfig, LstmCellConfig, LstmConfig, Nonlinearity, RnnCellConfig, RnnConfig};
+pub use crf::{Crf, CrfReduction};
 pub use init::{embedding, linear, seeded_var_builder};
 pub use layers::{Gru, Lstm, Recurrent, Rnn};
 pub use packed::{
