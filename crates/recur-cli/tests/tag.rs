@@ -75,6 +75,33 @@ fn tag_train_eval_predict() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// BiLSTM-CRF: the same run with a CRF layer trains, and its predictions are Viterbi paths of the
+/// sentences' lengths.
+#[test]
+fn tag_with_a_crf_layer() {
+    let dir = scratch("tag-crf");
+    let data = write(&dir, "brown.txt", brown(300).as_bytes());
+    let out = dir.join("run");
+    let mut args = small_args(&data, &out);
+    args.push("--crf".into());
+    let o = recur(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("(crf): CRF(num_tags="), "{}", stdout(&o));
+    let test_line = stdout(&o).lines().find(|l| l.starts_with("test (")).map(str::to_string).unwrap();
+    let acc: f64 = test_line
+        .split("token accuracy ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap();
+    assert!(acc > 0.5, "{test_line}");
+    let input = write(&dir, "in.txt", b"The jury said it .\n");
+    let o = recur(&["tag", "predict", "--checkpoint", p(&out.join("best.safetensors")), p(&input)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim().split(' ').count(), 5, "{}", stdout(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn tag_bad_input_gives_one_clear_error() {
     let dir = scratch("tag-bad");

@@ -83,6 +83,9 @@ pub struct TrainArgs {
     /// Word-level layers.
     #[arg(long, default_value_t = 1, help_heading = "Model")]
     pub num_layers: usize,
+    /// A CRF layer over the tag scores (BiLSTM-CRF): sequence log-likelihood, Viterbi decoding.
+    #[arg(long, help_heading = "Model")]
+    pub crf: bool,
 
     /// Sentences per batch.
     #[arg(long, default_value_t = 32, help_heading = "Optimization")]
@@ -221,6 +224,7 @@ fn train(args: TrainArgs) -> Result<()> {
         char_hidden_size: args.char_hidden_size.max(1),
         hidden_size: args.hidden_size.max(1),
         num_layers: args.num_layers.max(1),
+        crf: args.crf,
         ..TaggerConfig::new(data.words.len(), data.chars.len(), data.tags.len())
     };
     let per_epoch = train_enc.len().div_ceil(data.batch_size);

@@ -2,7 +2,8 @@
 //! character-level word features so that words never seen in training are tagged well: each
 //! word's characters through a char BiLSTM (its final states), beside the word's embedding, then
 //! a word-level BiLSTM over each sentence's own length, then a linear layer to one score per tag.
-//! Trained with cross-entropy over the real tokens (softmax tagging).
+//! Trained with cross-entropy over the real tokens (softmax tagging), or with a CRF layer over
+//! the tag scores (BiLSTM-CRF: the tag sequence's log-likelihood, Viterbi decoding).
 
 use std::fmt;
 
@@ -11,7 +12,9 @@ use candle_nn::{Embedding, Linear, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::CellType;
-use crate::nn::{embedding, linear, Gru, GruConfig, Lstm, LstmConfig, Padding, Recurrent, Rnn, RnnConfig};
+use crate::nn::{
+    embedding, linear, Crf, CrfReduction, Gru, GruConfig, Lstm, LstmConfig, Padding, Recurrent, Rnn, RnnConfig,
+};
 use crate::repr::ModuleRepr;
 use crate::{Error, Result};
 
@@ -39,6 +42,10 @@ pub struct TaggerConfig {
     pub num_layers: usize,
     /// Dropout between word-level layers (default 0).
     pub dropout: f64,
+    /// A CRF layer over the tag scores ([`crate::nn::Crf`]): trained by its log-likelihood,
+    /// decoded by Viterbi; off (default): softmax tagging, each token on its own.
+    #[serde(default)]
+    pub crf: bool,
 }
 
 impl TaggerConfig {
@@ -55,6 +62,7 @@ impl TaggerConfig {
             hidden_size: 128,
             num_layers: 1,
             dropout: 0.0,
+            crf: false,
         }
     }
 }
@@ -123,6 +131,7 @@ pub struct Tagger {
     chars: Option<(Embedding, Box<dyn Recurrent>)>,
     rnn: Box<dyn Recurrent>,
     linear: Linear,
+    crf: Option<Crf>,
 }
 
 impl Tagger {
@@ -142,7 +151,8 @@ impl Tagger {
         let input = config.word_embedding_size + if chars.is_some() { 2 * config.char_hidden_size } else { 0 };
         let rnn = stack(config.cell, input, config.hidden_size, config.num_layers, config.dropout, vb.pp("rnn"))?;
         let linear = linear(rnn.output_size(), config.num_tags, vb.pp("linear"))?;
-        Ok(Self { config, words, chars, rnn, linear })
+        let crf = if config.crf { Some(Crf::new(config.num_tags, true, vb.pp("crf"))?) } else { None };
+        Ok(Self { config, words, chars, rnn, linear, crf })
     }
 
     /// The configuration.
@@ -219,6 +229,46 @@ impl Tagger {
         Ok(self.linear.forward(&output)?)
     }
 
+    /// The training loss of `input` against `targets` `(B, T)` over the real tokens (`mask`
+    /// `(B, T)`, 1 = real): the mean cross-entropy per token, or with a CRF the negative
+    /// log-likelihood of the tag sequences per token (pytorch-crf's `token_mean`).
+    pub fn loss(&self, input: &TagInput, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let scores = self.forward(input)?;
+        match &self.crf {
+            Some(crf) => crf.forward(&scores, targets, Some(mask), CrfReduction::TokenMean)?.neg().map_err(Into::into),
+            None => crate::train::CrossEntropy::default().forward(&scores, targets, Some(mask)),
+        }
+    }
+
+    /// The summed loss over the real tokens without autograd (for evaluation), and each
+    /// sentence's best tags: Viterbi with a CRF, each token's highest score without.
+    pub fn evaluate_batch(&self, input: &TagInput, targets: &Tensor, mask: &Tensor) -> Result<(f64, Vec<Vec<usize>>)> {
+        let scores = self.forward_no_grad(input)?;
+        let (loss, paths) = match &self.crf {
+            Some(crf) => {
+                let llh = crf.forward_no_grad(&scores, targets, Some(mask), CrfReduction::Sum)?;
+                let paths = crf.decode(&scores, Some(mask))?;
+                (
+                    -llh.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?,
+                    paths.into_iter().map(|p| p.into_iter().map(|t| t as usize).collect()).collect(),
+                )
+            }
+            None => {
+                let ce = crate::train::CrossEntropy { reduction: crate::train::Reduction::Sum, ..Default::default() };
+                let loss =
+                    ce.forward(&scores, targets, Some(mask))?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+                let best = scores.argmax(2)?.to_vec2::<u32>()?;
+                let paths = best
+                    .iter()
+                    .zip(&input.lengths)
+                    .map(|(row, &l)| row[..l].iter().map(|&t| t as usize).collect())
+                    .collect();
+                (loss, paths)
+            }
+        };
+        Ok((loss, paths))
+    }
+
     /// Dropout between layers on (training) or off (evaluation).
     pub fn set_training(&self, training: bool) {
         self.rnn.set_training(training);
@@ -275,8 +325,12 @@ impl fmt::Display for Tagger {
                 )
                 .child("char_rnn", ModuleRepr::leaf(r.to_string()));
         }
-        tree.child("rnn", ModuleRepr::leaf(self.rnn.to_string()))
-            .child("linear", crate::repr::linear(self.rnn.output_size(), c.num_tags, true))
-            .fmt(f)
+        tree = tree
+            .child("rnn", ModuleRepr::leaf(self.rnn.to_string()))
+            .child("linear", crate::repr::linear(self.rnn.output_size(), c.num_tags, true));
+        if let Some(crf) = &self.crf {
+            tree = tree.child("crf", ModuleRepr::leaf(crf.to_string()));
+        }
+        tree.fmt(f)
     }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::labelled::{TokenVocab, UNK};
 use crate::data::Tagged;
 use crate::models::{TagInput, Tagger, TaggerConfig};
-use crate::train::{derive_seed, named_vars, CrossEntropy, DataSource, Metrics, Model, TaskCheckpoint};
+use crate::train::{derive_seed, named_vars, DataSource, Metrics, Model, TaskCheckpoint};
 use crate::{Error, Result};
 
 /// The task name of tagger checkpoints.
@@ -151,15 +151,12 @@ pub fn evaluate_tagger(
     let (mut right, mut total, mut unk_right, mut unk_total, mut loss_sum) = (0usize, 0usize, 0usize, 0usize, 0.0f64);
     let mut predictions = Vec::with_capacity(sentences.len());
     let rows: Vec<usize> = (0..sentences.len()).collect();
-    let ce = CrossEntropy { reduction: crate::train::Reduction::Sum, ..CrossEntropy::default() };
     for chunk in rows.chunks(batch_size.max(1)) {
         let (input, targets, mask) = sentences.batch(chunk)?;
-        let scores = model.forward_no_grad(&input)?;
-        loss_sum += ce.forward(&scores, &targets, Some(&mask))?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let best = scores.argmax(2)?.to_vec2::<u32>()?;
-        for (k, &r) in chunk.iter().enumerate() {
+        let (loss, paths) = model.evaluate_batch(&input, &targets, &mask)?;
+        loss_sum += loss;
+        for (&r, predicted) in chunk.iter().zip(paths) {
             let labels = &sentences.labels[r];
-            let predicted: Vec<usize> = best[k][..labels.len()].iter().map(|&p| p as usize).collect();
             for (t, (&p, &l)) in predicted.iter().zip(labels).enumerate() {
                 let hit = usize::from(p == l);
                 right += hit;
@@ -217,8 +214,7 @@ impl Model for TaggerTraining {
     }
 
     fn loss(&mut self, (input, targets, mask): &TagBatch) -> Result<Tensor> {
-        let scores = self.model.forward(input)?;
-        CrossEntropy::default().forward(&scores, targets, Some(mask))
+        self.model.loss(input, targets, mask)
     }
 
     fn evaluate(&mut self) -> Result<Option<Metrics>> {
