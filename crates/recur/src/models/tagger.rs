@@ -280,9 +280,11 @@ impl Tagger {
         if let Some((e, r)) = &self.chars {
             n += e.embeddings().elem_count() + r.weights().iter().map(|(_, t)| t.elem_count()).sum::<usize>();
         }
+        let crf = if self.crf.is_some() { self.config.num_tags * (self.config.num_tags + 2) } else { 0 };
         n + self.rnn.weights().iter().map(|(_, t)| t.elem_count()).sum::<usize>()
             + self.linear.weight().elem_count()
             + self.config.num_tags
+            + crf
     }
 
     /// An input of `sentences` given as word ids and per-word character ids (all on the CPU).
@@ -332,5 +334,22 @@ impl fmt::Display for Tagger {
             tree = tree.child("crf", ModuleRepr::leaf(crf.to_string()));
         }
         tree.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The count is the variables' sizes, with and without the CRF.
+    #[test]
+    fn parameter_count_is_the_variables_sizes() {
+        for crf in [false, true] {
+            let varmap = candle_nn::VarMap::new();
+            let vb = crate::seeded_var_builder(&varmap, 1, candle_core::DType::F32, &Device::Cpu);
+            let tagger = Tagger::new(TaggerConfig { crf, hidden_size: 8, ..TaggerConfig::new(20, 9, 5) }, vb).unwrap();
+            let counted: usize = crate::train::named_vars(&varmap).iter().map(|(_, v)| v.elem_count()).sum();
+            assert_eq!(tagger.parameter_count(), counted, "crf {crf}");
+        }
     }
 }
