@@ -10,7 +10,8 @@ use crate::ops::pool::Buffer;
 use crate::ops::Element;
 
 /// The gradients of `x` (`x_len` values: `x`'s, then zeros for what [`LayerSpec::x_is_output`]
-/// leaves unread), of the initial state and of the parameters.
+/// leaves unread), of the initial state and of the parameters, in one buffer:
+/// `[dx (x_len) | dstate (state_len) | dparams (params_len)]` (see [`split_layer_grads`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn backward<T: Element>(
     spec: &LayerSpec,
@@ -22,7 +23,7 @@ pub(super) fn backward<T: Element>(
     grad: &[T],
     workspaces: &[Buffer<T>],
     chunks: usize,
-) -> (Vec<T>, Vec<T>, Vec<T>) {
+) -> Vec<T> {
     if chunks > 1 {
         return backward_split(spec, x, x_len, state, params, out, grad, workspaces, chunks);
     }
@@ -39,8 +40,8 @@ pub(super) fn backward<T: Element>(
     };
     let (workspaces, tables) = spec.saved_tables(workspaces);
     let ids = spec.lookup.as_deref().unwrap_or_default();
-    let mut dstate = vec![T::ZERO; spec.state_len()];
-    let mut dparams = vec![T::ZERO; spec.params_len()];
+    let mut grads = vec![T::ZERO; x_len + spec.state_len() + spec.params_len()];
+    let (dx, dstate, dparams) = split_layer_grads(&mut grads, x_len, spec.state_len());
     let deinterleave = |src: &[T], dir: usize| -> Buffer<T> {
         let mut dst = Buffer::any(rows * p);
         for r in 0..rows {
@@ -59,11 +60,18 @@ pub(super) fn backward<T: Element>(
         ((0..dirs).map(|k| deinterleave(y_all, k)).collect(), (0..dirs).map(|k| deinterleave(dy_all, k)).collect())
     };
     let concurrent = spec.concurrent();
-    // The first buffer becomes `dx`: without a lookup it is allocated at its full length.
-    let mut dxs: Vec<Vec<T>> =
-        (0..dx_bufs).map(|k| vec![T::ZERO; if k == 0 && !lookup { x_len } else { dx_len }]).collect();
+    // Without a lookup the first direction adds straight into `dx` and the others (with
+    // concurrent directions) into buffers of their own; with one, each direction's table
+    // gradient has a buffer of its own.
+    let extra = if lookup { dx_bufs } else { dx_bufs - 1 };
+    let mut dx_extra: Vec<Vec<T>> = (0..extra).map(|_| vec![T::ZERO; dx_len]).collect();
     let o = spec.offsets();
     {
+        let mut dxs: Vec<&mut [T]> = if lookup {
+            dx_extra.iter_mut().map(|v| &mut v[..]).collect()
+        } else {
+            std::iter::once(&mut dx[..dx_len]).chain(dx_extra.iter_mut().map(|v| &mut v[..])).collect()
+        };
         let (dh0_all, dc0_all) = dstate.split_at_mut(dirs * spec.h_len());
         let mut dh0s = dh0_all.chunks_mut(spec.h_len().max(1));
         let mut dc0s = dc0_all.chunks_mut(spec.c_len().max(1));
@@ -111,18 +119,24 @@ pub(super) fn backward<T: Element>(
         }
     }
     if lookup {
-        let mut dx = vec![T::ZERO; x.len()];
-        for (dir, (dtable, dp)) in dxs.iter().zip(dparams.chunks_mut(o.len.max(1))).enumerate() {
-            spec.table_grads(x, params, dir, dtable, &mut dx, dp);
+        for (dir, (dtable, dp)) in dx_extra.iter().zip(dparams.chunks_mut(o.len.max(1))).enumerate() {
+            spec.table_grads(x, params, dir, dtable, &mut dx[..x.len()], dp);
         }
-        return (dx, dstate, dparams);
+        return grads;
     }
-    let mut dx = dxs.swap_remove(0);
-    for other in &dxs {
+    for other in &dx_extra {
         for (a, b) in dx.iter_mut().zip(other) {
             *a += *b;
         }
     }
+    grads
+}
+
+/// `grads` `[dx | dstate | dparams]` (as [`backward`] returns it) cut into its three parts, of
+/// `x_len`, `state_len` and the remaining values.
+pub(super) fn split_layer_grads<T>(grads: &mut [T], x_len: usize, state_len: usize) -> (&mut [T], &mut [T], &mut [T]) {
+    let (dx, rest) = grads.split_at_mut(x_len);
+    let (dstate, dparams) = rest.split_at_mut(state_len);
     (dx, dstate, dparams)
 }
 
@@ -140,7 +154,7 @@ pub(super) fn backward_split<T: Element>(
     grad: &[T],
     workspaces: &[Buffer<T>],
     chunks: usize,
-) -> (Vec<T>, Vec<T>, Vec<T>) {
+) -> Vec<T> {
     use rayon::prelude::*;
     let d = spec.dims();
     let (dirs, i, p) = (spec.directions, d.input_size, d.proj_size);
@@ -204,16 +218,15 @@ pub(super) fn backward_split<T: Element>(
             })
         })
         .collect();
-    let mut dx = vec![T::ZERO; x_len];
-    let mut dstate = vec![T::ZERO; spec.state_len()];
-    let mut dparams = vec![T::ZERO; spec.params_len()];
+    let mut grads = vec![T::ZERO; x_len + spec.state_len() + spec.params_len()];
+    let (dx, dstate, dparams) = split_layer_grads(&mut grads, x_len, spec.state_len());
     let mut dps = Vec::with_capacity(jobs.len());
     let mut dtables = Vec::with_capacity(jobs.len());
     for (&(dir, chunk), [dx_c, dh0, dc0, dp]) in jobs.iter().zip(results) {
         if lookup {
             dtables.push((dir, dx_c));
         } else {
-            split::scatter_add(&mut dx, i, 0, i, &chunk.rows, &dx_c);
+            split::scatter_add(dx, i, 0, i, &chunk.rows, &dx_c);
         }
         let (h_at, c_at) = spec.chunk_state_offsets(dir, chunk);
         dstate[h_at..h_at + dh0.len()].copy_from_slice(&dh0);
@@ -227,10 +240,10 @@ pub(super) fn backward_split<T: Element>(
         if lookup {
             let mut dtable = Buffer::zeroed(x.len() / i.max(1) * spec.gate_width());
             sum_parts(&mut dtable, &dtables, dir);
-            spec.table_grads(x, params, dir, &dtable, &mut dx, total);
+            spec.table_grads(x, params, dir, &dtable, dx, total);
         }
     }
-    (dx, dstate, dparams)
+    grads
 }
 
 /// Elements per task when [`backward_split`] sums the chunks' parameter gradients.

@@ -16,9 +16,16 @@
 //! is the first `N` rows, a view that needs no reshape. With `batch_major` (full batches only)
 //! `y`'s rows come batch-major, `(B, T)`, the layout of a `batch_first` output.
 //!
-//! The forward keeps what the backward needs (the kernels' workspaces) inside the op, which lives in
-//! the autograd graph as long as the output does; the backward reads it without changing it, so
-//! backward can run any number of times over one forward and give the same gradients.
+//! The forward keeps what the backward needs (the kernels' workspaces, in the device's own type:
+//! pooled host buffers on the CPU) inside the op, which lives in the autograd graph as long as
+//! the output does; the backward reads it without changing it, so backward can run any number of
+//! times over one forward and give the same gradients.
+//!
+//! The backward is a custom op of its own, [`FusedLayerBackward`], over `(x, state, grad)`, which
+//! candle dispatches by device: it returns `dx`, `dstate` and the parameters' gradients together
+//! as one tensor, which the forward op's `bwd` hands out as views (the parameters' through
+//! [`ParamLink`]). A device implementation slots in as that op's `cuda_fwd` (today it returns a
+//! [`crate::Error::Device`]) beside the forward's, without touching the layers.
 
 mod backward;
 mod cpu;
@@ -163,7 +170,10 @@ impl FusedLayer {
         Ok((T::to_cpu_storage_owned(out), shape))
     }
 
-    fn bwd_typed<T: Element>(
+    /// The backward: runs [`FusedLayerBackward`] (which candle dispatches by device) and hands its
+    /// result out as views: the input's and the initial state's gradients, and the parameters'
+    /// through the [`ParamLink`].
+    fn bwd_op(
         &self,
         x: &Tensor,
         state: &Tensor,
@@ -173,34 +183,16 @@ impl FusedLayer {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("poisoned op state".into()))?;
         let grad = grad.contiguous()?;
-        let views = [View::of(x)?, View::of(state)?, View::of(res)?, View::of(&grad)?];
-        let [x_s, state_s, res_s, grad_s] = [0, 1, 2, 3].map(|i| views[i].slice::<T>());
-        let (x_s, state_s, res_s, grad_s) = (x_s?, state_s?, res_s?, grad_s?);
-        let param_views = self.param_views()?;
-        let params_s = &Params(param_views.iter().map(View::slice::<T>).collect::<candle_core::Result<_>>()?);
-        let kept = saved.as_ref().and_then(|(chunks, saved)| Some((*chunks, saved.downcast_ref::<Vec<Buffer<T>>>()?)));
-        let (x_len, x_s) = (x_s.len(), self.spec.layer_input(x_s));
-        let (dx, dstate, dparams) = match kept {
-            Some((chunks, ws)) => {
-                backward::backward(&self.spec, x_s, x_len, state_s, params_s, res_s, grad_s, ws, chunks)
-            }
-            None => {
-                // The forward ran without keeping its workspaces: run it again.
-                let chunks = self.spec.chunk_count();
-                let (_, ws) = cpu::forward(&self.spec, x_s, state_s, params_s, chunks);
-                backward::backward(&self.spec, x_s, x_len, state_s, params_s, res_s, grad_s, &ws, chunks)
-            }
-        };
-        drop(views);
-        drop(param_views);
-        let dev = x.device();
-        let dx = x.track_op().then(|| Tensor::from_vec(dx, x.shape(), dev)).transpose()?;
-        let dstate = state.track_op().then(|| Tensor::from_vec(dstate, state.shape(), dev)).transpose()?;
+        let op = FusedLayerBackward { forward: self, out: res, saved: saved.as_ref() };
+        let all = x.apply_op3_no_bwd(state, &grad, &op)?;
+        drop(saved);
+        let (x_len, state_len) = (x.elem_count(), state.elem_count());
+        let dx = x.track_op().then(|| all.narrow(0, 0, x_len)?.reshape(x.shape())).transpose()?;
+        let dstate = state.track_op().then(|| all.narrow(0, x_len, state_len)?.reshape(state.shape())).transpose()?;
         let dtoken = match &self.link {
             Some(link) => {
-                // One tensor, viewed as each parameter's gradient (the views share its storage).
-                let all = Tensor::from_vec(dparams, self.spec.params_len(), dev)?;
-                let mut at = 0;
+                // Views of the one result tensor, one per parameter (they share its storage).
+                let mut at = x_len + state_len;
                 let mut grads = Vec::with_capacity(self.params.len());
                 for p in &self.params {
                     grads.push(all.narrow(0, at, p.elem_count())?.reshape(p.shape())?);
@@ -212,6 +204,96 @@ impl FusedLayer {
             None => None,
         };
         Ok((dx, dstate, dtoken))
+    }
+}
+
+/// The backward of one [`FusedLayer`] as a custom op of its own, so that candle dispatches it by
+/// device (its `cpu_fwd` runs the host backward, [`backward::backward`]; a `cuda_fwd` beside it
+/// would run the device one) and no layer code branches on the device.
+///
+/// It takes `(x, state, grad)`: the forward's input and initial state, and the gradient of its
+/// output, all contiguous. It reads what it holds: the forward op (its spec, its parameter
+/// tensors and the workspaces it kept, whose type is the device's own), and the forward's output.
+/// It returns `[dx | dstate | dparams]` as one 1-D tensor of `x`'s, `state`'s and the parameters'
+/// (in registration order) lengths together; [`FusedLayer::bwd_op`] narrows it into its parts.
+struct FusedLayerBackward<'a> {
+    forward: &'a FusedLayer,
+    /// The forward's output, `[y | h_n | c_n | padding]`.
+    out: &'a Tensor,
+    /// The forward's chunk count and workspaces, when it kept them.
+    saved: Option<&'a Saved>,
+}
+
+impl FusedLayerBackward<'_> {
+    fn cpu_fwd_typed<T: Element>(
+        &self,
+        (s1, l1): (&CpuStorage, &Layout),
+        (s2, l2): (&CpuStorage, &Layout),
+        (s3, l3): (&CpuStorage, &Layout),
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let spec = &self.forward.spec;
+        let x_s = contiguous_values::<T>(s1, l1, OP)?;
+        let state_s = contiguous_values::<T>(s2, l2, OP)?;
+        let grad_s = contiguous_values::<T>(s3, l3, OP)?;
+        let out_view = View::of(self.out)?;
+        let res_s = out_view.slice::<T>()?;
+        let param_views = self.forward.param_views()?;
+        let params_s = &Params(param_views.iter().map(View::slice::<T>).collect::<candle_core::Result<_>>()?);
+        let kept = self.saved.and_then(|(chunks, saved)| Some((*chunks, saved.downcast_ref::<Vec<Buffer<T>>>()?)));
+        let (x_len, x_s) = (x_s.len(), spec.layer_input(x_s));
+        let all = match kept {
+            Some((chunks, ws)) => backward::backward(spec, x_s, x_len, state_s, params_s, res_s, grad_s, ws, chunks),
+            None => {
+                // The forward ran without keeping its workspaces: run it again.
+                let chunks = spec.chunk_count();
+                let (_, ws) = cpu::forward(spec, x_s, state_s, params_s, chunks);
+                backward::backward(spec, x_s, x_len, state_s, params_s, res_s, grad_s, &ws, chunks)
+            }
+        };
+        let shape = Shape::from(all.len());
+        Ok((T::to_cpu_storage_owned(all), shape))
+    }
+}
+
+impl CustomOp3 for FusedLayerBackward<'_> {
+    fn name(&self) -> &'static str {
+        match self.forward.spec.kind {
+            CellKind::Rnn(_) => "recur-fused-rnn-backward",
+            CellKind::Lstm => "recur-fused-lstm-backward",
+            CellKind::Gru => "recur-fused-gru-backward",
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        match s1.dtype() {
+            DType::F32 => self.cpu_fwd_typed::<f32>((s1, l1), (s2, l2), (s3, l3)),
+            DType::F64 => self.cpu_fwd_typed::<f64>((s1, l1), (s2, l2), (s3, l3)),
+            other => candle_core::bail!("the fused recurrent kernels support F32 and F64, got {other:?}"),
+        }
+    }
+
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        Err(candle_core::Error::wrap(crate::Error::Device {
+            layer: self.name(),
+            message: "the fused recurrent backward has no CUDA implementation yet".into(),
+            fix: "run the layer on Device::Cpu".into(),
+        }))
     }
 }
 
@@ -249,8 +331,7 @@ impl CustomOp3 for FusedLayer {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         match x.dtype() {
-            DType::F32 => self.bwd_typed::<f32>(x, state, token, res, grad),
-            DType::F64 => self.bwd_typed::<f64>(x, state, token, res, grad),
+            DType::F32 | DType::F64 => self.bwd_op(x, state, token, res, grad),
             other => candle_core::bail!("the fused recurrent kernels support F32 and F64, got {other:?}"),
         }
     }

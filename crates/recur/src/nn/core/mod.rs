@@ -1,21 +1,28 @@
 //! The recurrent core shared by `Rnn`, `Lstm` and `Gru`: parameters, validation, stacking,
 //! directions, inter-layer dropout, `batch_first` and unbatched input.
+//!
+//! - this file: [`Core`] (the parameters, mode and dropout generator), its entry points (full,
+//!   looked-up, packed and padded input) and the stack over the fused layer op;
+//! - `config.rs`: [`CoreConfig`], its validation and PyTorch's `extra_repr`;
+//! - `check.rs`: the checks of inputs, states and parameters against the layer.
 
-use std::fmt;
+mod check;
+mod config;
+
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use std::sync::Arc;
-
+pub(crate) use self::check::{check_backend, check_input_tensor, check_param};
+pub(crate) use self::config::{checked, checked_bytes, py_bool, CoreConfig};
 use crate::kernels::Dims;
 use crate::nn::packed::{Layout, PackedSequence, Padding};
 use crate::nn::State;
-use crate::ops::recurrent::{CellKind, FusedLayer, LayerSpec};
+use crate::ops::recurrent::{FusedLayer, LayerSpec};
 use crate::{Error, Result};
 
 /// What the first layer of a stack reads.
@@ -24,139 +31,6 @@ pub(crate) enum StackInput {
     Rows(Tensor),
     /// The rows `ids` (`N`, each below `V`) of `table (V, I)`.
     Lookup { table: Tensor, ids: Arc<[u32]> },
-}
-
-/// Everything that describes a layer stack, whatever its cell type.
-#[derive(Clone, Debug)]
-pub(crate) struct CoreConfig {
-    pub(crate) name: &'static str,
-    pub(crate) kind: CellKind,
-    pub(crate) input_size: usize,
-    pub(crate) hidden_size: usize,
-    pub(crate) num_layers: usize,
-    pub(crate) bias: bool,
-    pub(crate) batch_first: bool,
-    pub(crate) dropout: f64,
-    pub(crate) bidirectional: bool,
-    pub(crate) proj_size: usize,
-    pub(crate) seed: u64,
-}
-
-impl CoreConfig {
-    fn directions(&self) -> usize {
-        if self.bidirectional {
-            2
-        } else {
-            1
-        }
-    }
-
-    /// `H_out`: the size of `h` (the projection size when projecting).
-    pub(crate) fn output_hidden(&self) -> usize {
-        if self.proj_size > 0 {
-            self.proj_size
-        } else {
-            self.hidden_size
-        }
-    }
-
-    /// Checks R1–R5 and returns the warnings PyTorch would print.
-    fn validate(&self) -> Result<Vec<String>> {
-        let name = self.name;
-        for (field, value) in
-            [("input_size", self.input_size), ("hidden_size", self.hidden_size), ("num_layers", self.num_layers)]
-        {
-            if value == 0 {
-                return Err(Error::config(
-                    name,
-                    format!("{field} must be greater than zero"),
-                    format!("set {field} to a positive number"),
-                ));
-            }
-        }
-        if !(0.0..=1.0).contains(&self.dropout) {
-            return Err(Error::config(
-                name,
-                format!(
-                    "dropout should be a number in range [0, 1] representing the probability of an element being \
-                     zeroed, got {}",
-                    self.dropout
-                ),
-                "pass a dropout probability between 0.0 and 1.0",
-            ));
-        }
-        if self.proj_size > 0 && self.proj_size >= self.hidden_size {
-            return Err(Error::config(
-                name,
-                format!(
-                    "proj_size has to be smaller than hidden_size, got proj_size={} and hidden_size={}",
-                    self.proj_size, self.hidden_size
-                ),
-                "pick proj_size below hidden_size, or 0 for no projection",
-            ));
-        }
-        // R5: every size product the layer will compute must fit in usize.
-        let gh = checked(name, &[self.kind.gates(), self.hidden_size])?;
-        let widest_input = self.input_size.max(self.directions() * self.output_hidden());
-        checked(name, &[gh, widest_input + self.output_hidden() + 2])?;
-        checked(name, &[gh, widest_input, self.num_layers, self.directions()])?;
-        checked(name, &[self.output_hidden(), self.hidden_size])?;
-        // The largest parameter, in bytes of the widest supported dtype, must be allocatable.
-        checked_bytes(name, &[gh, widest_input.max(self.output_hidden())])?;
-        let mut warnings = Vec::new();
-        if self.dropout > 0.0 && self.num_layers == 1 {
-            warnings.push(format!(
-                "dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects \
-                 num_layers greater than 1, but got dropout={} and num_layers={}",
-                py_float(self.dropout),
-                self.num_layers
-            ));
-        }
-        Ok(warnings)
-    }
-}
-
-/// The product of `factors`, or an error if it overflows `usize`.
-pub(crate) fn checked(layer: &'static str, factors: &[usize]) -> Result<usize> {
-    factors.iter().try_fold(1usize, |acc, &f| acc.checked_mul(f)).ok_or_else(|| {
-        Error::config(
-            layer,
-            format!("the sizes {factors:?} multiply to more than usize::MAX"),
-            "use sizes whose products fit in memory",
-        )
-    })
-}
-
-/// Like [`checked`], and the product times 8 bytes (an f64) must not exceed `isize::MAX`, the
-/// most any allocation can hold.
-pub(crate) fn checked_bytes(layer: &'static str, factors: &[usize]) -> Result<usize> {
-    let elements = checked(layer, factors)?;
-    match elements.checked_mul(8) {
-        Some(bytes) if bytes <= isize::MAX as usize => Ok(elements),
-        _ => Err(Error::config(
-            layer,
-            format!("the sizes {factors:?} make a tensor of {elements} elements, more than memory can address"),
-            "use sizes whose products fit in memory",
-        )),
-    }
-}
-
-/// Formats a float like Python's `repr` does for the values a config holds (`1.0`, `0.25`).
-pub(crate) fn py_float(v: f64) -> String {
-    if v.fract() == 0.0 && v.is_finite() {
-        format!("{v:.1}")
-    } else {
-        format!("{v}")
-    }
-}
-
-/// PyTorch's `True`/`False`.
-pub(crate) fn py_bool(b: bool) -> &'static str {
-    if b {
-        "True"
-    } else {
-        "False"
-    }
 }
 
 /// The parameters, mode and dropout generator of a layer stack.
@@ -502,66 +376,6 @@ impl Core {
         self.cfg.directions() * self.cfg.output_hidden()
     }
 
-    /// Checks the input's and the state's dtype and device and the state's rank.
-    fn check_inputs(&self, input: &Tensor, state: Option<&State>, unbatched: bool) -> Result<()> {
-        if let Some(state) = state {
-            self.check_state_ranks(state, unbatched)?;
-        }
-        self.check_tensor(input, "input")?;
-        if let Some(state) = state {
-            self.check_tensor(&state.h, "h0")?;
-            if let Some(c) = &state.c {
-                self.check_tensor(c, "c0")?;
-            }
-        }
-        Ok(())
-    }
-
-    fn check_features(&self, features: usize) -> Result<()> {
-        let want = self.cfg.input_size;
-        if features != want {
-            return Err(Error::shape(
-                self.cfg.name,
-                format!("input.size(-1) must be equal to input_size. Expected {want}, got {features}"),
-                format!("feed {want} features per step, or build the layer with input_size = {features}"),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The initial state `(L·D, B, ·)`, checked, contiguous, detached without `grad`; zeros when
-    /// not given.
-    fn initial_state(
-        &self,
-        state: Option<&State>,
-        unbatched: bool,
-        batch: usize,
-        grad: bool,
-    ) -> Result<(Tensor, Option<Tensor>)> {
-        let cfg = &self.cfg;
-        let (p, h) = (cfg.output_hidden(), cfg.hidden_size);
-        let lead = cfg.num_layers * cfg.directions();
-        Ok(match state {
-            Some(state) => {
-                let h0 = self.check_state_shape(&state.h, unbatched, [lead, batch, p], 0)?;
-                let c0 = match &state.c {
-                    Some(c) => Some(self.check_state_shape(c, unbatched, [lead, batch, h], 1)?),
-                    None => None,
-                };
-                if grad {
-                    (h0, c0)
-                } else {
-                    (h0.detach(), c0.map(|c| c.detach()))
-                }
-            }
-            None => {
-                let zeros = |size| Tensor::zeros((lead, batch, size), self.dtype, &self.device);
-                let c0 = if cfg.kind.has_cell_state() { Some(zeros(h)?) } else { None };
-                (zeros(p)?, c0)
-            }
-        })
-    }
-
     /// The stack over input rows `x (N, I)` (or a table's rows, [`StackInput::Lookup`]): `T·B`
     /// rows time-major, or packed with `batch_sizes`; with `batch_major` (full batches only) the
     /// returned `y`'s rows run `(B, T)`;
@@ -664,154 +478,5 @@ impl Core {
         };
         let mask = Tensor::from_vec(mask, y.shape(), &self.device)?.to_dtype(self.dtype)?;
         Ok(y.mul(&mask)?)
-    }
-
-    fn check_tensor(&self, t: &Tensor, what: &'static str) -> Result<()> {
-        check_input_tensor(self.cfg.name, t, what, self.dtype, &self.device)
-    }
-
-    fn check_state_ranks(&self, state: &State, unbatched: bool) -> Result<()> {
-        let name = self.cfg.name;
-        let want = if unbatched { 2 } else { 3 };
-        let input_desc = if unbatched { "unbatched 2-D" } else { "batched 3-D" };
-        match (&state.c, self.cfg.kind.has_cell_state()) {
-            (None, true) => {
-                return Err(Error::shape(
-                    name,
-                    "LSTM expects the state (h0, c0) but got h0 only",
-                    "pass State::lstm(h0, c0), or None for zero states",
-                ))
-            }
-            (Some(_), false) => {
-                return Err(Error::shape(
-                    name,
-                    format!("{name} has no cell state but the state carries c0"),
-                    "pass State::h(h0), or None for a zero state",
-                ))
-            }
-            _ => {}
-        }
-        let h_rank = state.h.rank();
-        if let Some(c) = &state.c {
-            let c_rank = c.rank();
-            if h_rank != want || c_rank != want {
-                return Err(Error::shape(
-                    name,
-                    format!(
-                        "For {input_desc} input, hx and cx should also be {want}-D but got ({h_rank}-D, {c_rank}-D) tensors"
-                    ),
-                    "give h0 and c0 the same rank as the input: 3-D (L·D, B, H) for batched input, 2-D (L·D, H) \
-                     for unbatched input",
-                ));
-            }
-        } else if h_rank != want {
-            return Err(Error::shape(
-                name,
-                format!("For {input_desc} input, hx should also be {want}-D but got {h_rank}-D tensor"),
-                "give h0 the same rank as the input: 3-D (L·D, B, H) for batched input, 2-D (L·D, H) for unbatched \
-                 input",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Checks a state tensor against `(L·D, B, size)` and returns it as 3-D and contiguous.
-    fn check_state_shape(&self, t: &Tensor, unbatched: bool, expected: [usize; 3], index: usize) -> Result<Tensor> {
-        let name = self.cfg.name;
-        let t3 = if unbatched { t.unsqueeze(1)? } else { t.clone() };
-        if t3.dims() != expected {
-            let which = if self.cfg.kind.has_cell_state() { format!("hidden[{index}]") } else { "hidden".to_string() };
-            let shown = if unbatched {
-                format!("({}, {})", expected[0], expected[2])
-            } else {
-                format!("{expected:?}").replace('[', "(").replace(']', ")")
-            };
-            let state_name = if index == 0 { "h0" } else { "c0" };
-            return Err(Error::shape(
-                name,
-                format!("Expected {which} size {shown}, got {:?}", t.dims()),
-                format!(
-                    "{state_name} must be (num_layers·num_directions, batch, {}){}; batch_first does not change the \
-                     state layout",
-                    if index == 0 && self.cfg.proj_size > 0 { "proj_size" } else { "hidden_size" },
-                    if unbatched { " without the batch dimension for unbatched input" } else { "" }
-                ),
-            ));
-        }
-        Ok(t3.contiguous()?)
-    }
-}
-
-/// Checks that the parameters' dtype and device can run on the fused kernels.
-pub(crate) fn check_backend(name: &'static str, dtype: DType, device: &Device) -> Result<()> {
-    if !matches!(dtype, DType::F32 | DType::F64) {
-        return Err(Error::UnsupportedDType { layer: name, got: dtype });
-    }
-    if !device.is_cpu() {
-        return Err(Error::Device {
-            layer: name,
-            message: format!("the fused recurrent kernels run on the CPU, the VarBuilder is on {device:?}"),
-            fix: "build the layer with Device::Cpu".into(),
-        });
-    }
-    Ok(())
-}
-
-/// Checks a parameter that came from a `VarBuilder` (loaded weights may carry another dtype).
-pub(crate) fn check_param(name: &'static str, param: &str, t: &Tensor, dtype: DType) -> Result<()> {
-    if t.dtype() != dtype {
-        return Err(Error::config(
-            name,
-            format!("parameter {param} has dtype {:?}, the VarBuilder asks for {dtype:?}", t.dtype()),
-            "load the weights with the VarBuilder's dtype",
-        ));
-    }
-    Ok(())
-}
-
-/// Checks an input or state tensor's dtype and device against the parameters'.
-pub(crate) fn check_input_tensor(
-    name: &'static str,
-    t: &Tensor,
-    what: &'static str,
-    dtype: DType,
-    device: &Device,
-) -> Result<()> {
-    if t.dtype() != dtype {
-        return Err(Error::DType { layer: name, what, expected: dtype, got: t.dtype() });
-    }
-    if !t.device().same_device(device) {
-        return Err(Error::Device {
-            layer: name,
-            message: format!("{what} is on {:?} but the parameters are on {device:?}", t.device()),
-            fix: format!("move the {what} with `.to_device(&Device::Cpu)`"),
-        });
-    }
-    Ok(())
-}
-
-impl fmt::Display for CoreConfig {
-    /// PyTorch's `extra_repr`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}({}, {}", self.name, self.input_size, self.hidden_size)?;
-        if self.proj_size != 0 {
-            write!(f, ", proj_size={}", self.proj_size)?;
-        }
-        if self.num_layers != 1 {
-            write!(f, ", num_layers={}", self.num_layers)?;
-        }
-        if !self.bias {
-            write!(f, ", bias={}", py_bool(self.bias))?;
-        }
-        if self.batch_first {
-            write!(f, ", batch_first={}", py_bool(self.batch_first))?;
-        }
-        if self.dropout != 0.0 {
-            write!(f, ", dropout={}", py_float(self.dropout))?;
-        }
-        if self.bidirectional {
-            write!(f, ", bidirectional={}", py_bool(self.bidirectional))?;
-        }
-        f.write_str(")")
     }
 }
