@@ -83,6 +83,10 @@ pub struct TrainArgs {
     /// Word-level layers.
     #[arg(long, default_value_t = 1, help_heading = "Model")]
     pub num_layers: usize,
+    /// Word dropout: a training word seen c times becomes `<unk>` with probability α/(α+c), so
+    /// unknown words are tagged from their characters (0: off).
+    #[arg(long, default_value_t = 0.25, help_heading = "Model")]
+    pub word_dropout: f64,
     /// A CRF layer over the tag scores (BiLSTM-CRF): sequence log-likelihood, Viterbi decoding.
     #[arg(long, help_heading = "Model")]
     pub crf: bool,
@@ -265,8 +269,13 @@ fn train(args: TrainArgs) -> Result<()> {
     );
     let task =
         TaskInfo { name: TAG_TASK.into(), model: serde_json::to_value(&config)?, data: serde_json::to_value(&data)? };
-    let mut trainer =
-        Trainer::new(trainer_config, task, model, TagBatches::new(train_enc, data.batch_size, data.seed), dir)?;
+    let mut trainer = Trainer::new(
+        trainer_config,
+        task,
+        model,
+        TagBatches::new(train_enc, data.batch_size, data.seed, args.word_dropout),
+        dir,
+    )?;
     say!(
         "training {max_steps} steps ({per_epoch} per epoch), {}, writing to {}",
         thread_counts(),

@@ -96,17 +96,25 @@ impl EncodedSentences {
 pub type TagBatch = (TagInput, Tensor, Tensor);
 
 /// Training batches: each epoch a seeded shuffle, sentences of similar length grouped (sorted
-/// within pools of 50 batches), then the batches shuffled.
+/// within pools of 50 batches), then the batches shuffled. Rare words are replaced by `<unk>`
+/// with probability `α / (α + count)` (Kiperwasser & Goldberg 2016's word dropout, seeded by
+/// epoch and batch), so the model learns to tag unknown words from their characters.
 pub struct TagBatches {
     sentences: EncodedSentences,
     batch_size: usize,
     seed: u64,
+    counts: HashMap<u32, usize>,
+    alpha: f64,
 }
 
 impl TagBatches {
-    /// Batches of `batch_size` sentences, ordered by `seed`.
-    pub fn new(sentences: EncodedSentences, batch_size: usize, seed: u64) -> Self {
-        Self { sentences, batch_size: batch_size.max(1), seed }
+    /// Batches of `batch_size` sentences, ordered by `seed`, with word dropout `alpha` (0: none).
+    pub fn new(sentences: EncodedSentences, batch_size: usize, seed: u64, alpha: f64) -> Self {
+        let mut counts = HashMap::new();
+        for w in sentences.words.iter().flatten() {
+            *counts.entry(*w).or_insert(0) += 1;
+        }
+        Self { sentences, batch_size: batch_size.max(1), seed, counts, alpha: alpha.max(0.0) }
     }
 }
 
@@ -133,7 +141,23 @@ impl DataSource for TagBatches {
                 "ask for an earlier batch",
             )
         })?;
-        self.sentences.batch(rows)
+        let (mut input, targets, mask) = self.sentences.batch(rows)?;
+        if self.alpha > 0.0 {
+            use rand::Rng;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(derive_seed(self.seed, &format!("unk-{epoch}-{index}")));
+            let (b, t) = input.words.dims2()?;
+            let mut words = input.words.flatten_all()?.to_vec1::<u32>()?;
+            for (i, w) in words.iter_mut().enumerate() {
+                if i % t < input.lengths[i / t] {
+                    let count = self.counts.get(w).copied().unwrap_or(1) as f64;
+                    if rng.gen::<f64>() < self.alpha / (self.alpha + count) {
+                        *w = UNK;
+                    }
+                }
+            }
+            input.words = Tensor::from_vec(words, (b, t), &Device::Cpu)?;
+        }
+        Ok((input, targets, mask))
     }
 
     fn items_per_batch(&self) -> usize {
