@@ -108,7 +108,7 @@ pub struct TrainArgs {
     pub grad_clip: f64,
 
     /// Passes over the training sentences.
-    #[arg(long, default_value_t = 8, help_heading = "Run")]
+    #[arg(long, default_value_t = 15, help_heading = "Run")]
     pub epochs: usize,
     /// Stop after this much time: seconds, or with a unit (90s, 3m, 1h).
     #[arg(long, value_parser = parse_duration, default_value = "20m", help_heading = "Run")]
