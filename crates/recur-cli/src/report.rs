@@ -32,7 +32,7 @@ pub struct Session<'a> {
 pub fn train<M: Model, D: DataSource<Batch = M::Batch>>(
     trainer: &mut Trainer<M, D>,
     session: &Session<'_>,
-    after_eval: &mut dyn FnMut(&HistoryRow, &M) -> Result<Option<String>>,
+    after_eval: &mut dyn FnMut(&HistoryRow, &M) -> recur::Result<Option<String>>,
 ) -> Result<(Outcome, Duration)> {
     let started = Instant::now();
     let mut progress = Progress::new(session.style, trainer.config().max_steps);
@@ -48,7 +48,6 @@ pub fn train<M: Model, D: DataSource<Batch = M::Batch>>(
         eta: p.eta.map(|eta| eta.min(budget.saturating_sub(started.elapsed()))),
     };
     let limits = Limits { max_epochs: session.max_epochs, time_budget: Some(budget), stop: interrupt::flag() };
-    let mut failure = None;
     let outcome = trainer.run(&limits, &mut |event, model| {
         match event {
             TrainEvent::Step(p) => progress.tick(&snapshot(p, p.loss, p.best)),
@@ -60,17 +59,8 @@ pub fn train<M: Model, D: DataSource<Batch = M::Batch>>(
                 }
                 progress.tick(&s);
                 progress.print(&line);
-                match after_eval(row, model) {
-                    Ok(Some(text)) => progress.print(&text),
-                    Ok(None) => {}
-                    Err(e) => {
-                        failure = Some(e);
-                        return Err(recur::Error::Data {
-                            what: "report",
-                            message: "failed".into(),
-                            fix: String::new(),
-                        });
-                    }
+                if let Some(text) = after_eval(row, model)? {
+                    progress.print(&text);
                 }
             }
             TrainEvent::Saved { .. } => {}
@@ -78,9 +68,6 @@ pub fn train<M: Model, D: DataSource<Batch = M::Batch>>(
         Ok(())
     });
     progress.clear();
-    if let Some(e) = failure {
-        return Err(e);
-    }
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(e @ recur::Error::Diverged { .. }) => bail!("{e}. {}", session.advice),

@@ -282,3 +282,22 @@ fn bad_task_checkpoints_give_typed_errors_and_stay_untouched() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `recur::models::load` builds the model of whatever task wrote the checkpoint, and names the
+/// tasks it knows for one it does not.
+#[test]
+fn load_dispatches_on_the_task() {
+    let dir = scratch("load");
+    let mut t = fresh(&dir, 2);
+    t.run(&Limits::default(), &mut quiet).unwrap();
+    drop(t);
+    let path = dir.join("last.safetensors");
+    assert!(matches!(recur::models::load(&path), Ok(recur::models::LoadedModel::CharLm(_))));
+    let mut c = Checkpoint::load(&path).unwrap();
+    c.task["task"] = "forecast".into();
+    let other = dir.join("other.safetensors");
+    recur::train::save_checkpoint(&other, &c).unwrap();
+    let err = recur::models::load(&other).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("\"forecast\"") && err.contains("char-lm") && err.contains("classify"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

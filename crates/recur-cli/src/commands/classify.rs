@@ -310,7 +310,7 @@ fn train(args: TrainArgs, explicit: &[String]) -> Result<()> {
             );
         }
     }
-    let (name, mut labelled, ambiguous) = read(&args.data, args.data.data.as_deref())?;
+    let (name, labelled, ambiguous) = read(&args.data, args.data.data.as_deref())?;
     labelled.require_two_classes(&name)?;
     let seed = resumed.as_ref().map_or(args.seed, |r| r.data.seed);
     let (train_set, val_set) = match &args.val_data {
@@ -358,7 +358,6 @@ fn train(args: TrainArgs, explicit: &[String]) -> Result<()> {
             }
         }
     };
-    labelled.labels.clear();
     let train_enc = Encoded::new(&train_set, &data.vocab, data.max_len);
     let val_enc = Encoded::new(&val_set, &data.vocab, data.max_len);
     let batches_per_epoch = train_enc.len().div_ceil(data.batch_size);

@@ -527,7 +527,13 @@ fn summary(
 
 /// `length` characters sampled at temperature 0.8 after `prime` (a newline, or the text's first
 /// character).
-fn sample_text(model: &CharLm, vocab: &recur::data::Vocab, prime: u32, seed: u64, length: usize) -> Result<String> {
+fn sample_text(
+    model: &CharLm,
+    vocab: &recur::data::Vocab,
+    prime: u32,
+    seed: u64,
+    length: usize,
+) -> recur::Result<String> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let sampling = Sampling { temperature: 0.8, ..Sampling::default() };
     let ids = model.generate(&[prime], length, &sampling, &mut rng, |_| Ok(()))?;

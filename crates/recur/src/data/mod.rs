@@ -1,10 +1,12 @@
 //! Readers that turn raw data into what the models eat.
 
+pub mod buckets;
 pub mod labelled;
 pub mod streams;
 pub mod tagged;
 pub mod text;
 
+pub use buckets::Buckets;
 pub use labelled::{Labelled, TokenVocab, Tokenize};
 pub use streams::{evaluate_streams, Streams};
 pub use tagged::Tagged;

@@ -8,14 +8,13 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::labelled::{Labelled, TokenVocab, UNK};
+use crate::data::Buckets;
 use crate::metrics::Confusion;
 use crate::models::{ClassifierConfig, SequenceClassifier};
-use crate::train::{cross_entropy, derive_seed, named_vars, DataSource, Metrics, Model, TaskCheckpoint};
+use crate::train::{cross_entropy, named_vars, DataSource, Metrics, Model, TaskCheckpoint};
 use crate::{Error, Result};
 
 /// The task name of classifier checkpoints.
@@ -105,31 +104,18 @@ fn make_batch(examples: &Encoded, rows: &[usize], device: &Device) -> Result<Cla
     })
 }
 
-/// Training batches: each epoch a seeded shuffle, then examples of similar length grouped
-/// (sorted within pools of 50 batches) so little is padded, then the batches shuffled.
+/// Training batches, bucketed by length and shuffled by epoch ([`Buckets`]).
 pub struct ClassBatches {
     examples: Encoded,
-    batch_size: usize,
-    seed: u64,
+    buckets: Buckets,
     device: Device,
 }
 
 impl ClassBatches {
     /// Batches of `batch_size` of `examples`, ordered by `seed`.
     pub fn new(examples: Encoded, batch_size: usize, seed: u64) -> Self {
-        Self { examples, batch_size: batch_size.max(1), seed, device: Device::Cpu }
-    }
-
-    fn order(&self, epoch: usize) -> Vec<Vec<usize>> {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(derive_seed(self.seed, &format!("batches-{epoch}")));
-        let mut items: Vec<usize> = (0..self.examples.len()).collect();
-        items.shuffle(&mut rng);
-        for pool in items.chunks_mut(self.batch_size * 50) {
-            pool.sort_by_key(|&i| self.examples.ids[i].len());
-        }
-        let mut batches: Vec<Vec<usize>> = items.chunks(self.batch_size).map(<[usize]>::to_vec).collect();
-        batches.shuffle(&mut rng);
-        batches
+        let buckets = Buckets::new(examples.ids.iter().map(Vec::len).collect(), batch_size, seed);
+        Self { examples, buckets, device: Device::Cpu }
     }
 }
 
@@ -137,19 +123,15 @@ impl DataSource for ClassBatches {
     type Batch = ClassBatch;
 
     fn batches_per_epoch(&self) -> usize {
-        self.examples.len().div_ceil(self.batch_size)
+        self.buckets.len()
     }
 
     fn batch(&self, epoch: usize, index: usize) -> Result<ClassBatch> {
-        let order = self.order(epoch);
-        let rows = order.get(index).ok_or_else(|| {
-            Error::data("batches", format!("batch {index} of an epoch of {}", order.len()), "ask for an earlier batch")
-        })?;
-        make_batch(&self.examples, rows, &self.device)
+        make_batch(&self.examples, &self.buckets.batch(epoch, index)?, &self.device)
     }
 
     fn items_per_batch(&self) -> usize {
-        self.batch_size
+        self.buckets.batch_size()
     }
 }
 

@@ -8,12 +8,11 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::labelled::{TokenVocab, UNK};
-use crate::data::Tagged;
+use crate::data::{Buckets, Tagged};
 use crate::models::{TagInput, Tagger, TaggerConfig};
 use crate::train::{derive_seed, named_vars, DataSource, Metrics, Model, TaskCheckpoint};
 use crate::{Error, Result};
@@ -71,7 +70,12 @@ impl EncodedSentences {
     }
 
     fn batch(&self, rows: &[usize]) -> Result<(TagInput, Tensor, Tensor)> {
-        let words: Vec<Vec<u32>> = rows.iter().map(|&r| self.words[r].clone()).collect();
+        self.batch_with(rows, |w| w)
+    }
+
+    /// A batch whose word ids pass through `word` (word dropout) on the way in.
+    fn batch_with(&self, rows: &[usize], mut word: impl FnMut(u32) -> u32) -> Result<(TagInput, Tensor, Tensor)> {
+        let words: Vec<Vec<u32>> = rows.iter().map(|&r| self.words[r].iter().map(|&w| word(w)).collect()).collect();
         let chars: Vec<Vec<Vec<u32>>> = rows.iter().map(|&r| self.chars[r].clone()).collect();
         let input = Tagger::input(&words, &chars)?;
         let steps = input.words.dim(1)?;
@@ -95,13 +99,12 @@ impl EncodedSentences {
 /// A training batch: the input, the targets `(B, T)` and the mask of real tokens `(B, T)`.
 pub type TagBatch = (TagInput, Tensor, Tensor);
 
-/// Training batches: each epoch a seeded shuffle, sentences of similar length grouped (sorted
-/// within pools of 50 batches), then the batches shuffled. Rare words are replaced by `<unk>`
+/// Training batches, bucketed by length and shuffled by epoch ([`Buckets`]). Rare words are replaced by `<unk>`
 /// with probability `α / (α + count)` (Kiperwasser & Goldberg 2016's word dropout, seeded by
 /// epoch and batch), so the model learns to tag unknown words from their characters.
 pub struct TagBatches {
     sentences: EncodedSentences,
-    batch_size: usize,
+    buckets: Buckets,
     seed: u64,
     counts: HashMap<u32, usize>,
     alpha: f64,
@@ -114,7 +117,8 @@ impl TagBatches {
         for w in sentences.words.iter().flatten() {
             *counts.entry(*w).or_insert(0) += 1;
         }
-        Self { sentences, batch_size: batch_size.max(1), seed, counts, alpha: alpha.max(0.0) }
+        let buckets = Buckets::new(sentences.words.iter().map(Vec::len).collect(), batch_size, seed);
+        Self { sentences, buckets, seed, counts, alpha: alpha.max(0.0) }
     }
 }
 
@@ -122,46 +126,28 @@ impl DataSource for TagBatches {
     type Batch = TagBatch;
 
     fn batches_per_epoch(&self) -> usize {
-        self.sentences.len().div_ceil(self.batch_size)
+        self.buckets.len()
     }
 
     fn batch(&self, epoch: usize, index: usize) -> Result<TagBatch> {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(derive_seed(self.seed, &format!("batches-{epoch}")));
-        let mut items: Vec<usize> = (0..self.sentences.len()).collect();
-        items.shuffle(&mut rng);
-        for pool in items.chunks_mut(self.batch_size * 50) {
-            pool.sort_by_key(|&i| self.sentences.words[i].len());
+        let rows = self.buckets.batch(epoch, index)?;
+        if self.alpha == 0.0 {
+            return self.sentences.batch(&rows);
         }
-        let mut batches: Vec<&[usize]> = items.chunks(self.batch_size).collect();
-        batches.shuffle(&mut rng);
-        let rows = batches.get(index).ok_or_else(|| {
-            Error::data(
-                "batches",
-                format!("batch {index} of an epoch of {}", batches.len()),
-                "ask for an earlier batch",
-            )
-        })?;
-        let (mut input, targets, mask) = self.sentences.batch(rows)?;
-        if self.alpha > 0.0 {
-            use rand::Rng;
-            let mut rng = rand::rngs::StdRng::seed_from_u64(derive_seed(self.seed, &format!("unk-{epoch}-{index}")));
-            let (b, t) = input.words.dims2()?;
-            let mut words = input.words.flatten_all()?.to_vec1::<u32>()?;
-            for (i, w) in words.iter_mut().enumerate() {
-                if i % t < input.lengths[i / t] {
-                    let count = self.counts.get(w).copied().unwrap_or(1) as f64;
-                    if rng.gen::<f64>() < self.alpha / (self.alpha + count) {
-                        *w = UNK;
-                    }
-                }
+        use rand::Rng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(derive_seed(self.seed, &format!("unk-{epoch}-{index}")));
+        self.sentences.batch_with(&rows, |w| {
+            let count = self.counts.get(&w).copied().unwrap_or(1) as f64;
+            if rng.gen::<f64>() < self.alpha / (self.alpha + count) {
+                UNK
+            } else {
+                w
             }
-            input.words = Tensor::from_vec(words, (b, t), &Device::Cpu)?;
-        }
-        Ok((input, targets, mask))
+        })
     }
 
     fn items_per_batch(&self) -> usize {
-        self.batch_size
+        self.buckets.batch_size()
     }
 }
 
