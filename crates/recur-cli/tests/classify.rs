@@ -121,3 +121,131 @@ fn classify_bad_input_gives_one_clear_error() {
     assert_clean_error(&classify_train(&out, &["--data", p(&train), "--val-data", p(&val)]), "class \"z\"");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A `.ts` file of two-channel series of three classes that differ in the phase and the sign of
+/// their channels, lengths 5..12, from a fixed LCG (no randomness at test time).
+fn toy_series(cases: usize, seed: u64, labelled: bool) -> String {
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as f64 / (1u64 << 31) as f64
+    };
+    let mut out = format!(
+        "# toy\n@problemName toy\n@dimensions 2\n@equalLength false\n@classLabel {}\n@data\n",
+        if labelled { "true a b c" } else { "false" }
+    );
+    for i in 0..cases {
+        let class = i % 3;
+        let len = 5 + (next() * 8.0) as usize;
+        let channel = |c: usize, next: &mut dyn FnMut() -> f64| -> String {
+            (0..len)
+                .map(|t| {
+                    let phase = class as f64 * 2.1 + c as f64;
+                    let sign = if class == 2 && c == 1 { -1.0 } else { 1.0 };
+                    format!("{:.5}", sign * (t as f64 * 0.7 + phase).sin() + 0.3 * (next() - 0.5))
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let (a, b) = (channel(0, &mut next), channel(1, &mut next));
+        out.push_str(&a);
+        out.push(':');
+        out.push_str(&b);
+        if labelled {
+            out.push_str([":a", ":b", ":c"][class]);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Series classification (`.ts`): train, eval on a second file, predict on an unlabelled one,
+/// resume bit for bit, and the bad inputs of series.
+#[test]
+fn classify_series_from_ts_files() {
+    let dir = scratch("classify-series");
+    let train = write(&dir, "train.ts", toy_series(150, 7, true).as_bytes());
+    let test = write(&dir, "test.ts", toy_series(60, 99, true).as_bytes());
+    let out = dir.join("run");
+    let run = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "classify",
+            "train",
+            "--data",
+            p(&train),
+            "--out",
+            p(out),
+            "--hidden-size",
+            "16",
+            "--batch-size",
+            "16",
+            "--lr-schedule",
+            "constant",
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        recur(&args)
+    };
+    let o = run(&out, &["--epochs", "8", "--pooling", "attention"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("2 channels per frame"), "{}", stdout(&o));
+    let best = out.join("best.safetensors");
+    let o = recur(&["classify", "eval", "--checkpoint", p(&best), "--data", p(&test)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let acc: f64 = stdout(&o)
+        .split("accuracy ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.trim().parse().ok())
+        .expect("an accuracy");
+    assert!(acc > 0.9, "the classes differ plainly: {}", stdout(&o));
+
+    let unlabelled = write(&dir, "cases.ts", toy_series(6, 99, false).as_bytes());
+    let o = recur(&["classify", "predict", "--checkpoint", p(&best), p(&unlabelled)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let labels: Vec<String> = stdout(&o).lines().map(|l| l.split('\t').next().unwrap().to_string()).collect();
+    assert_eq!(labels.len(), 6, "{}", stdout(&o));
+    let right = labels.iter().enumerate().filter(|(i, l)| **l == ["a", "b", "c"][i % 3]).count();
+    assert!(right >= 5, "the first six test cases, unlabelled: {labels:?}");
+
+    // resume: 2 epochs then 2 more equals 4 straight, bit for bit
+    let (straight, split) = (dir.join("straight"), dir.join("split"));
+    assert!(run(&straight, &["--epochs", "4"]).status.success());
+    assert!(run(&split, &["--epochs", "2"]).status.success());
+    let o = recur(&[
+        "classify",
+        "train",
+        "--data",
+        p(&train),
+        "--resume",
+        p(&split.join("last.safetensors")),
+        "--epochs",
+        "4",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let read = |d: &std::path::Path| std::fs::read(d.join("last.safetensors")).unwrap();
+    let (a, b) = (read(&straight), read(&split));
+    let params = |bytes: &[u8]| {
+        let t = safetensors::SafeTensors::deserialize(bytes).unwrap();
+        let mut names: Vec<String> = t.names().into_iter().map(|s| s.to_string()).collect();
+        names.sort();
+        names.into_iter().map(|n| t.tensor(&n).unwrap().data().to_vec()).collect::<Vec<_>>()
+    };
+    assert!(params(&a) == params(&b), "resumed parameters differ from the straight run's");
+
+    // bad inputs: one clear error each
+    let texts = write(&dir, "texts.tsv", b"text\tlabel\nhello\ta\nworld\tb\n");
+    let o = recur(&["classify", "eval", "--checkpoint", p(&best), "--data", p(&texts)]);
+    assert_clean_error(&o, "reads series");
+    let three = write(&dir, "three.ts", b"@dimensions 3\n@classLabel true a b c\n@data\n1,2:3,4:5,6:a\n");
+    let o = recur(&["classify", "eval", "--checkpoint", p(&best), "--data", p(&three)]);
+    assert_clean_error(&o, "3 channels per frame, but the model reads 2");
+    let ragged = write(&dir, "ragged.ts", b"@classLabel true a b\n@data\n1,2:3,4:a\n1,2,3:4:b\n");
+    let o = recur(&["classify", "train", "--data", p(&ragged), "--out", p(&dir.join("r")), "--quiet"]);
+    assert_clean_error(&o, "line 4");
+    let o = recur(&["classify", "train", "--data", p(&train), "--out", p(&dir.join("t")), "--tokenize", "chars"]);
+    assert_clean_error(&o, "--tokenize applies to texts");
+    let o = recur(&["classify", "predict", "--checkpoint", p(&best), p(&texts)]);
+    assert_clean_error(&o, ".ts file");
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use recur::data::{Labelled, TokenVocab, Tokenize};
+use recur::data::{Labelled, LabelledSeries, SeriesScaling, TokenVocab, Tokenize};
 use recur::models::{
     argmax, evaluate_classifier, load_classifier, predict, CellType, ClassBatches, ClassifierConfig, ClassifierData,
     ClassifierTraining, Encoded, Pooling, CLASSIFY_TASK,
@@ -50,9 +50,14 @@ pub enum ClassifyCommand {
 #[derive(Debug, Args)]
 pub struct DataArgs {
     /// Labelled data: a folder of one file per class (`CLASS.txt`, one example a line), a TSV or
-    /// CSV file with a header row, or JSON lines (`.jsonl`).
+    /// CSV file with a header row, JSON lines (`.jsonl`); or multivariate series: a UEA/sktime
+    /// `.ts` file, or a CSV file of one row per frame with --id-column.
     #[arg(long, value_name = "PATH", help_heading = "Data")]
     pub data: Option<PathBuf>,
+    /// A CSV file of series, one row per frame: this column names the sequence a row belongs
+    /// to (its rows consecutive), --label-column its class, every other column is a channel.
+    #[arg(long, value_name = "COLUMN", help_heading = "Data")]
+    pub id_column: Option<String>,
     /// The column (or JSON field) holding the text.
     #[arg(long, default_value = "text", help_heading = "Data")]
     pub text_column: String,
@@ -79,6 +84,8 @@ pub enum PoolingName {
     Mean,
     /// The maximum over the real steps.
     Max,
+    /// Additive attention over the real steps (learned weights per step).
+    Attention,
 }
 
 /// Flags of `recur classify train`.
@@ -199,7 +206,8 @@ pub struct PredictArgs {
     /// The checkpoint to predict with.
     #[arg(long, value_name = "FILE")]
     pub checkpoint: PathBuf,
-    /// Texts, one per line (default or `-`: standard input).
+    /// Texts, one per line (default or `-`: standard input); for a model of series, a `.ts` file
+    /// of cases (labelled or not).
     #[arg(value_name = "FILE")]
     pub input: Option<PathBuf>,
     /// One JSON object a line (text, label, every class's probability) instead of
@@ -220,19 +228,85 @@ pub fn run(args: ClassifyArgs, explicit: &[String]) -> Result<()> {
     }
 }
 
+/// Labelled examples: texts, or series of frames.
+#[derive(Clone)]
+enum Examples {
+    Texts(Labelled),
+    Series(LabelledSeries),
+}
+
+impl Examples {
+    fn classes(&self) -> &[String] {
+        match self {
+            Examples::Texts(d) => &d.classes,
+            Examples::Series(d) => &d.classes,
+        }
+    }
+
+    fn class_counts(&self) -> Vec<usize> {
+        match self {
+            Examples::Texts(d) => d.class_counts(),
+            Examples::Series(d) => d.class_counts(),
+        }
+    }
+
+    fn split(&self, fraction: f64, seed: u64) -> Result<(Examples, Examples)> {
+        Ok(match self {
+            Examples::Texts(d) => {
+                let (a, b) = d.stratified_split(fraction, seed)?;
+                (Examples::Texts(d.subset(&a)), Examples::Texts(d.subset(&b)))
+            }
+            Examples::Series(d) => {
+                let (a, b) = d.stratified_split(fraction, seed)?;
+                (Examples::Series(d.subset(&a)), Examples::Series(d.subset(&b)))
+            }
+        })
+    }
+
+    fn with_classes(&self, classes: &[String]) -> recur::Result<Examples> {
+        Ok(match self {
+            Examples::Texts(d) => Examples::Texts(d.with_classes(classes)?),
+            Examples::Series(d) => Examples::Series(d.with_classes(classes)?),
+        })
+    }
+
+    /// Encodes with a model's data: its vocabulary for texts, its scaling for series.
+    fn encode(&self, data: &ClassifierData, name: &str) -> Result<Encoded> {
+        match (self, &data.scaling) {
+            (Examples::Texts(d), None) => Ok(Encoded::new(d, &data.vocab, data.max_len)),
+            (Examples::Series(d), Some(scaling)) => {
+                Encoded::from_series(d, scaling, data.max_len).with_context(|| format!("cannot use {name}"))
+            }
+            (Examples::Texts(_), Some(s)) => bail!(
+                "{name} holds texts, but the model reads series of {} channels; give a .ts file (or a CSV of frames \
+                 with --id-column)",
+                s.channels()
+            ),
+            (Examples::Series(_), None) => {
+                bail!("{name} holds series, but the model reads texts; give labelled texts")
+            }
+        }
+    }
+}
+
+fn file_text(p: &Path) -> Result<String> {
+    let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+    Ok(recur::data::decode_utf8(&bytes).with_context(|| format!("cannot use {}", p.display()))?.to_string())
+}
+
+fn extension(path: &Path) -> String {
+    path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase()
+}
+
 /// Reads labelled data from `path` (or the embedded names), by its form.
-fn read(data: &DataArgs, path: Option<&Path>) -> Result<(String, Labelled, usize)> {
+fn read(data: &DataArgs, path: Option<&Path>) -> Result<(String, Examples, usize)> {
     let Some(path) = path else {
         let files = [("female".to_string(), FEMALE.to_string()), ("male".to_string(), MALE.to_string())];
         let mut labelled = Labelled::from_class_files(&files)?;
         let ambiguous = labelled.drop_ambiguous();
-        return Ok((DEFAULT_NAME.to_string(), labelled, ambiguous));
+        return Ok((DEFAULT_NAME.to_string(), Examples::Texts(labelled), ambiguous));
     };
     let name = path.display().to_string();
-    let text = |p: &Path| -> Result<String> {
-        let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-        Ok(recur::data::decode_utf8(&bytes).with_context(|| format!("cannot use {}", p.display()))?.to_string())
-    };
     let labelled = if path.is_dir() {
         let mut files = Vec::new();
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
@@ -244,26 +318,36 @@ fn read(data: &DataArgs, path: Option<&Path>) -> Result<(String, Labelled, usize
         entries.sort();
         for p in entries {
             let class = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-            files.push((class, text(&p)?));
+            files.push((class, file_text(&p)?));
         }
         if files.is_empty() {
             bail!("{name} holds no CLASS.txt file; put one file of examples per class in the folder");
         }
         Labelled::from_class_files(&files).with_context(|| format!("cannot use {name}"))?
     } else {
-        let content = text(path)?;
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+        let content = file_text(path)?;
+        let ext = extension(path);
+        if ext == "ts" {
+            return Ok((name.clone(), Examples::Series(LabelledSeries::from_ts(&content, &name)?), 0));
+        }
+        if let Some(id) = &data.id_column {
+            if ext != "csv" {
+                bail!("{name}: --id-column reads a CSV file of frames; give a .csv file, or drop --id-column");
+            }
+            let series = LabelledSeries::from_csv(&content, &name, id, &data.label_column)?;
+            return Ok((name.clone(), Examples::Series(series), 0));
+        }
         match ext.as_str() {
             "jsonl" | "ndjson" => Labelled::from_jsonl(&content, &name, &data.text_column, &data.label_column)?,
             "csv" => Labelled::from_delimited(&content, &name, b',', &data.text_column, &data.label_column)?,
             "tsv" | "tab" => Labelled::from_delimited(&content, &name, b'\t', &data.text_column, &data.label_column)?,
             other => bail!(
-                "{name}: cannot tell the format from the extension {other:?}; use a folder of CLASS.txt files, or a \
-                 .tsv, .csv or .jsonl file"
+                "{name}: cannot tell the format from the extension {other:?}; use a folder of CLASS.txt files, a \
+                 .tsv, .csv or .jsonl file of texts, or a .ts file of series"
             ),
         }
     };
-    Ok((name, labelled, 0))
+    Ok((name, Examples::Texts(labelled), 0))
 }
 
 fn train(args: TrainArgs, explicit: &[String]) -> Result<()> {
@@ -311,33 +395,48 @@ fn train(args: TrainArgs, explicit: &[String]) -> Result<()> {
         }
     }
     let (name, labelled, ambiguous) = read(&args.data, args.data.data.as_deref())?;
-    labelled.require_two_classes(&name)?;
+    match &labelled {
+        Examples::Texts(t) => t.require_two_classes(&name)?,
+        Examples::Series(s) if s.classes.len() < 2 => {
+            bail!("{name} has one class only ({:?}): nothing to tell apart; give examples of at least two", s.classes)
+        }
+        Examples::Series(_) => {
+            let text_flags: Vec<String> = ["tokenize", "min_count", "max_vocab", "embedding_size"]
+                .iter()
+                .filter(|f| explicit.iter().any(|e| e == *f))
+                .map(|f| format!("--{}", f.replace('_', "-")))
+                .collect();
+            if !text_flags.is_empty() {
+                bail!(
+                    "{} appl{} to texts; {name} holds series: drop {}",
+                    text_flags.join(", "),
+                    if text_flags.len() == 1 { "ies" } else { "y" },
+                    if text_flags.len() == 1 { "it" } else { "them" }
+                );
+            }
+        }
+    }
+    let classes = labelled.classes().to_vec();
     let seed = resumed.as_ref().map_or(args.seed, |r| r.data.seed);
     let (train_set, val_set) = match &args.val_data {
         Some(p) => {
             let (_, val, _) = read(&args.data, Some(p))?;
-            let val = val.with_classes(&labelled.classes).with_context(|| format!("cannot use {}", p.display()))?;
+            let val = val.with_classes(&classes).with_context(|| format!("cannot use {}", p.display()))?;
             (labelled.clone(), val)
         }
-        None => {
-            let (a, b) = labelled.stratified_split(args.val_fraction, seed)?;
-            (labelled.subset(&a), labelled.subset(&b))
-        }
+        None => labelled.split(args.val_fraction, seed)?,
     };
     let counts = train_set.class_counts();
     if let Some(c) = counts.iter().position(|&n| n == 0) {
-        bail!(
-            "class {:?} has no example in the training part; add examples of it or remove the class",
-            train_set.classes[c]
-        );
+        bail!("class {:?} has no example in the training part; add examples of it or remove the class", classes[c]);
     }
     let data = match &resumed {
         Some(r) => {
-            if r.data.classes != labelled.classes {
+            if r.data.classes != classes {
                 bail!(
                     "the checkpoint's classes {:?} differ from {name}'s {:?}; resume on the same data",
                     r.data.classes,
-                    labelled.classes
+                    classes
                 );
             }
             r.data.clone()
@@ -349,17 +448,22 @@ fn train(args: TrainArgs, explicit: &[String]) -> Result<()> {
                 None if args.data.data.is_none() => Tokenize::Chars,
                 None => Tokenize::Words,
             };
+            let (vocab, scaling) = match &train_set {
+                Examples::Texts(t) => (TokenVocab::build(&t.texts, tokenize, args.min_count, args.max_vocab), None),
+                Examples::Series(s) => (TokenVocab::from_tokens(tokenize, Vec::new()), Some(SeriesScaling::fit(s))),
+            };
             ClassifierData {
-                vocab: TokenVocab::build(&train_set.texts, tokenize, args.min_count, args.max_vocab),
-                classes: labelled.classes.clone(),
+                vocab,
+                classes: classes.clone(),
                 batch_size: args.batch_size.max(1),
                 max_len: args.max_len.max(1),
                 seed,
+                scaling,
             }
         }
     };
-    let train_enc = Encoded::new(&train_set, &data.vocab, data.max_len);
-    let val_enc = Encoded::new(&val_set, &data.vocab, data.max_len);
+    let train_enc = train_set.encode(&data, &name)?;
+    let val_enc = val_set.encode(&data, &name)?;
     let batches_per_epoch = train_enc.len().div_ceil(data.batch_size);
     let config = match &resumed {
         Some(r) => r.config.clone(),
@@ -379,6 +483,7 @@ fn train(args: TrainArgs, explicit: &[String]) -> Result<()> {
             }
             ClassifierConfig {
                 vocab_size: data.vocab.len(),
+                input_size: data.scaling.as_ref().map_or(0, SeriesScaling::channels),
                 num_classes: data.classes.len(),
                 cell: args.cell,
                 embedding_size: args.embedding_size,
@@ -390,6 +495,7 @@ fn train(args: TrainArgs, explicit: &[String]) -> Result<()> {
                     PoolingName::Last => Pooling::Last,
                     PoolingName::Mean => Pooling::Mean,
                     PoolingName::Max => Pooling::Max,
+                    PoolingName::Attention => Pooling::Attention,
                 },
             }
         }
@@ -457,13 +563,15 @@ fn train(args: TrainArgs, explicit: &[String]) -> Result<()> {
     say!("{banner}");
     let shares: Vec<String> = data.classes.iter().zip(&counts).map(|(c, n)| format!("{c} {n}")).collect();
     say!(
-        "{parameters} parameters | {name} | {} training examples ({}), {} validation{} | {} token ids ({:?}){}",
+        "{parameters} parameters | {name} | {} training examples ({}), {} validation{} | {}{}",
         train_enc.len(),
         shares.join(", "),
         val_enc.len(),
         if ambiguous > 0 { format!(" | {ambiguous} texts with two classes dropped") } else { String::new() },
-        data.vocab.len(),
-        data.vocab.tokenize,
+        match &data.scaling {
+            Some(s) => format!("{} channels per frame, standardised on the training part", s.channels()),
+            None => format!("{} token ids ({:?})", data.vocab.len(), data.vocab.tokenize),
+        },
         if val_enc.unknown > 0 { format!(" | {} validation tokens unknown", val_enc.unknown) } else { String::new() }
     );
     say!(
@@ -526,11 +634,16 @@ fn eval(args: EvalArgs) -> Result<()> {
     let path = args.data.data.as_deref();
     let (name, labelled, _) = read(&args.data, path)?;
     let labelled = labelled.with_classes(&loaded.data.classes).with_context(|| format!("cannot evaluate on {name}"))?;
-    let encoded = Encoded::new(&labelled, &loaded.data.vocab, loaded.data.max_len);
+    let encoded = labelled.encode(&loaded.data, &name)?;
     let (metrics, confusion) =
         evaluate_classifier(&loaded.model, &encoded, &loaded.data.classes, loaded.data.batch_size)?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{name}: {} examples ({} tokens unknown to the model)", encoded.len(), encoded.unknown)?;
+    match labelled {
+        Examples::Texts(_) => {
+            writeln!(out, "{name}: {} examples ({} tokens unknown to the model)", encoded.len(), encoded.unknown)?
+        }
+        Examples::Series(_) => writeln!(out, "{name}: {} examples", encoded.len())?,
+    }
     writeln!(
         out,
         "loss {:.4}, accuracy {:.4}, macro F1 {:.4}",
@@ -545,6 +658,9 @@ fn eval(args: EvalArgs) -> Result<()> {
 
 fn predict_cmd(args: PredictArgs) -> Result<()> {
     let loaded = load_classifier(&args.checkpoint)?;
+    if let Some(scaling) = &loaded.data.scaling {
+        return predict_series(&args, &loaded, scaling);
+    }
     let lines: Vec<String> = match args.input.as_deref() {
         Some(p) if p != Path::new("-") => {
             let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
@@ -575,6 +691,38 @@ fn predict_cmd(args: PredictArgs) -> Result<()> {
     }
     if texts.is_empty() {
         console::warn("no text to classify (the input is empty)");
+    }
+    Ok(())
+}
+
+/// `recur classify predict` for a model of series: the cases of a `.ts` file (labelled or not),
+/// one prediction per case, in order.
+fn predict_series(args: &PredictArgs, loaded: &recur::models::LoadedClassifier, scaling: &SeriesScaling) -> Result<()> {
+    let path = match args.input.as_deref() {
+        Some(p) if p != Path::new("-") => p,
+        _ => bail!("this model reads series: give a .ts file of cases (labelled or with @classLabel false)"),
+    };
+    if extension(path) != "ts" {
+        bail!("{}: this model reads series: give a .ts file of cases", path.display());
+    }
+    let name = path.display().to_string();
+    let (channels, series) = LabelledSeries::cases_from_ts(&file_text(path)?, &name)?;
+    let cases =
+        LabelledSeries { labels: vec![0; series.len()], series, channels, classes: loaded.data.classes.clone() };
+    let encoded =
+        Encoded::from_series(&cases, scaling, loaded.data.max_len).with_context(|| format!("cannot use {name}"))?;
+    let (probs, _) = predict(&loaded.model, &encoded, loaded.data.batch_size)?;
+    let mut out = std::io::stdout().lock();
+    for (i, p) in probs.iter().enumerate() {
+        let best = argmax(p);
+        let class = &loaded.data.classes[best];
+        if args.jsonl {
+            let probs: serde_json::Map<String, serde_json::Value> =
+                loaded.data.classes.iter().zip(p).map(|(c, &v)| (c.clone(), serde_json::json!(v))).collect();
+            writeln!(out, "{}", serde_json::json!({"case": i + 1, "label": class, "probs": probs}))?;
+        } else {
+            writeln!(out, "{class}\t{:.4}\tcase {}", p[best], i + 1)?;
+        }
     }
     Ok(())
 }

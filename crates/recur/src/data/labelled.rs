@@ -194,29 +194,7 @@ impl Labelled {
     /// A seeded stratified split: about `fraction` of each class's examples (at least one when the
     /// class has two or more) go to the second part. Returns the indices of both parts.
     pub fn stratified_split(&self, fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
-        if !(0.0..1.0).contains(&fraction) || fraction == 0.0 {
-            return Err(Error::config(
-                "split",
-                format!("the held-out fraction must be in (0, 1), got {fraction}"),
-                "pass e.g. 0.1",
-            ));
-        }
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut by_class: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for (i, &l) in self.labels.iter().enumerate() {
-            by_class.entry(l).or_default().push(i);
-        }
-        let (mut first, mut second) = (Vec::new(), Vec::new());
-        for (_, mut items) in by_class {
-            items.shuffle(&mut rng);
-            let n = items.len();
-            let held = if n >= 2 { ((n as f64 * fraction).round() as usize).clamp(1, n - 1) } else { 0 };
-            second.extend_from_slice(&items[..held]);
-            first.extend_from_slice(&items[held..]);
-        }
-        first.sort_unstable();
-        second.sort_unstable();
-        Ok((first, second))
+        stratified_indices(&self.labels, fraction, seed)
     }
 
     /// The examples at `indices`.
@@ -230,23 +208,57 @@ impl Labelled {
 
     /// Re-expresses the labels in `classes` (a model's); an error names a class it does not know.
     pub fn with_classes(&self, classes: &[String]) -> Result<Self> {
-        let index: HashMap<&str, usize> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
-        let labels = self
-            .labels
-            .iter()
-            .map(|&l| {
-                let name = &self.classes[l];
-                index.get(name.as_str()).copied().ok_or_else(|| {
-                    Error::data(
-                        "labelled data",
-                        format!("class {name:?} is not one of the model's {classes:?}"),
-                        "evaluate on data of the model's classes",
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let labels = relabel(&self.labels, &self.classes, classes)?;
         Ok(Self { texts: self.texts.clone(), labels, classes: classes.to_vec() })
     }
+}
+
+/// A seeded stratified split of examples labelled `labels`: about `fraction` of each class's
+/// examples (at least one when the class has two or more) go to the second part. Returns the
+/// indices of both parts, each in increasing order.
+pub fn stratified_indices(labels: &[usize], fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
+    if !(0.0..1.0).contains(&fraction) || fraction == 0.0 {
+        return Err(Error::config(
+            "split",
+            format!("the held-out fraction must be in (0, 1), got {fraction}"),
+            "pass e.g. 0.1",
+        ));
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut by_class: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, &l) in labels.iter().enumerate() {
+        by_class.entry(l).or_default().push(i);
+    }
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for (_, mut items) in by_class {
+        items.shuffle(&mut rng);
+        let n = items.len();
+        let held = if n >= 2 { ((n as f64 * fraction).round() as usize).clamp(1, n - 1) } else { 0 };
+        second.extend_from_slice(&items[..held]);
+        first.extend_from_slice(&items[held..]);
+    }
+    first.sort_unstable();
+    second.sort_unstable();
+    Ok((first, second))
+}
+
+/// Labels over `own` classes re-expressed over `classes` (a model's); an error names a class it
+/// does not know.
+pub fn relabel(labels: &[usize], own: &[String], classes: &[String]) -> Result<Vec<usize>> {
+    let index: HashMap<&str, usize> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+    labels
+        .iter()
+        .map(|&l| {
+            let name = &own[l];
+            index.get(name.as_str()).copied().ok_or_else(|| {
+                Error::data(
+                    "labelled data",
+                    format!("class {name:?} is not one of the model's {classes:?}"),
+                    "evaluate on data of the model's classes",
+                )
+            })
+        })
+        .collect()
 }
 
 /// How a text becomes tokens.

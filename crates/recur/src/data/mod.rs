@@ -2,12 +2,14 @@
 
 pub mod buckets;
 pub mod labelled;
+pub mod series;
 pub mod streams;
 pub mod tagged;
 pub mod text;
 
 pub use buckets::Buckets;
 pub use labelled::{Labelled, TokenVocab, Tokenize};
+pub use series::{LabelledSeries, SeriesScaling};
 pub use streams::{evaluate_streams, Streams};
 pub use tagged::Tagged;
 pub use text::{decode_utf8, Vocab};

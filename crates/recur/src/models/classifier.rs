@@ -1,7 +1,8 @@
 //! Sequence classification, the tutorials' `TextClassifier(vocab, embed, hidden, num_classes,
-//! num_layers=2, bidirectional=True)` called as `model(x, lengths)`: token ids → embedding →
-//! stacked (Bi)LSTM/GRU/RNN over each sequence's own length (no sorting, no work on padding) →
-//! pooling (`last`, `mean`, `max`) → linear → class logits.
+//! num_layers=2, bidirectional=True)` called as `model(x, lengths)`: token ids → embedding (or
+//! dense feature vectors per step, e.g. speech frames) → stacked (Bi)LSTM/GRU/RNN over each
+//! sequence's own length (no sorting, no work on padding) → pooling (`last`, `mean`, `max`,
+//! `attention`) → linear → class logits.
 
 use std::fmt;
 
@@ -26,6 +27,11 @@ pub enum Pooling {
     Mean,
     /// The maximum of each output feature over the real steps.
     Max,
+    /// Additive attention over the real steps (Yang et al. 2016, "Hierarchical attention
+    /// networks"): `u_t = tanh(W o_t + b)`, `α = softmax_t(v·u_t)` over the real steps only,
+    /// pooled `Σ_t α_t o_t`; parameters `attention.proj.weight`, `attention.proj.bias`,
+    /// `attention.context` (`(1, D)`, PyTorch's `nn.Linear(D, 1, bias=False)` weight).
+    Attention,
 }
 
 impl Pooling {
@@ -35,6 +41,7 @@ impl Pooling {
             Pooling::Last => "last",
             Pooling::Mean => "mean",
             Pooling::Max => "max",
+            Pooling::Attention => "attention",
         }
     }
 }
@@ -43,8 +50,12 @@ impl Pooling {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifierConfig {
-    /// Token ids, `<pad>` (0) and `<unk>` (1) included.
+    /// Token ids, `<pad>` (0) and `<unk>` (1) included (unused with dense inputs).
     pub vocab_size: usize,
+    /// Numbers per step of dense inputs (`(B, T, input_size)` floats, no embedding); `0` (the
+    /// default) for token ids through the embedding.
+    #[serde(default)]
+    pub input_size: usize,
     /// Classes.
     pub num_classes: usize,
     /// The recurrent cell (default LSTM).
@@ -68,6 +79,7 @@ impl ClassifierConfig {
     pub fn new(vocab_size: usize, num_classes: usize) -> Self {
         Self {
             vocab_size,
+            input_size: 0,
             num_classes,
             cell: CellType::Lstm,
             embedding_size: 64,
@@ -80,9 +92,9 @@ impl ClassifierConfig {
     }
 }
 
-/// `Embedding → recurrent stack → pooling → Linear`. Parameters under PyTorch's names:
-/// `embedding.weight`, `rnn.weight_ih_l0`, … (`_reverse` for the backward direction),
-/// `linear.weight`, `linear.bias`.
+/// `Embedding → recurrent stack → pooling → Linear` (no embedding for dense inputs). Parameters
+/// under PyTorch's names: `embedding.weight`, `rnn.weight_ih_l0`, … (`_reverse` for the backward
+/// direction), `attention.*` for attention pooling, `linear.weight`, `linear.bias`.
 ///
 /// ```
 /// use candle_core::{DType, Device, Tensor};
@@ -98,8 +110,9 @@ impl ClassifierConfig {
 /// ```
 pub struct SequenceClassifier {
     config: ClassifierConfig,
-    embedding: Embedding,
+    embedding: Option<Embedding>,
     rnn: Box<dyn Recurrent>,
+    attention: Option<(Linear, Tensor)>,
     linear: Linear,
 }
 
@@ -113,9 +126,13 @@ impl SequenceClassifier {
                 "give two classes or more",
             ));
         }
-        let embedding = embedding(config.vocab_size, config.embedding_size, vb.pp("embedding"))?;
-        let (i, h, layers, dropout, bidirectional) =
-            (config.embedding_size, config.hidden_size, config.num_layers, config.dropout, config.bidirectional);
+        let (embedding, i) = if config.input_size > 0 {
+            (None, config.input_size)
+        } else {
+            (Some(embedding(config.vocab_size, config.embedding_size, vb.pp("embedding"))?), config.embedding_size)
+        };
+        let (h, layers, dropout, bidirectional) =
+            (config.hidden_size, config.num_layers, config.dropout, config.bidirectional);
         let rvb = vb.pp("rnn");
         let rnn: Box<dyn Recurrent> = match config.cell {
             CellType::Lstm => Box::new(Lstm::new(
@@ -131,8 +148,17 @@ impl SequenceClassifier {
                 rvb,
             )?),
         };
-        let linear = linear(rnn.output_size(), config.num_classes, vb.pp("linear"))?;
-        Ok(Self { config, embedding, rnn, linear })
+        let d = rnn.output_size();
+        let attention = if config.pooling == Pooling::Attention {
+            let avb = vb.pp("attention");
+            let bound = 1.0 / (d as f64).sqrt();
+            let context = avb.get_with_hints((1, d), "context", candle_nn::Init::Uniform { lo: -bound, up: bound })?;
+            Some((linear(d, d, avb.pp("proj"))?, context))
+        } else {
+            None
+        };
+        let linear = linear(d, config.num_classes, vb.pp("linear"))?;
+        Ok(Self { config, embedding, rnn, attention, linear })
     }
 
     /// The configuration.
@@ -145,7 +171,8 @@ impl SequenceClassifier {
         self.rnn.as_ref()
     }
 
-    /// Logits `(B, C)` for right-padded token ids `(B, T)` (u32) of the given lengths.
+    /// Logits `(B, C)` for right-padded token ids `(B, T)` (u32) of the given lengths, or, for
+    /// a model of dense inputs, right-padded features `(B, T, input_size)` (float).
     pub fn forward(&self, ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
         self.run(ids, lengths, true)
     }
@@ -157,7 +184,10 @@ impl SequenceClassifier {
 
     fn run(&self, ids: &Tensor, lengths: &[usize], grad: bool) -> Result<Tensor> {
         let (batch, steps) = self.check(ids, lengths)?;
-        let x = self.embedding.forward(ids)?;
+        let x = match &self.embedding {
+            Some(e) => e.forward(ids)?,
+            None => ids.to_dtype(self.linear.weight().dtype())?,
+        };
         let padding = Padding::right(lengths);
         let (output, state) = if grad {
             self.rnn.forward_padded(&x, &padding, None)?
@@ -182,6 +212,15 @@ impl SequenceClassifier {
                 let penalty = self.mask(lengths, batch, steps, output.dtype(), 0.0, -1e9)?;
                 output.broadcast_add(&penalty)?.max(1)?
             }
+            Pooling::Attention => {
+                let (proj, context) = self.attention.as_ref().expect("attention pooling has its parameters");
+                let d = output.dim(2)?;
+                let u = proj.forward(&output.reshape((batch * steps, d))?)?.tanh()?;
+                let scores = u.matmul(&context.t()?)?.reshape((batch, steps))?;
+                let penalty = self.mask(lengths, batch, steps, output.dtype(), 0.0, -1e9)?.squeeze(2)?;
+                let weights = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&penalty)?)?;
+                weights.unsqueeze(1)?.matmul(&output)?.squeeze(1)?
+            }
         };
         Ok(self.linear.forward(&pooled)?)
     }
@@ -194,6 +233,22 @@ impl SequenceClassifier {
     }
 
     fn check(&self, ids: &Tensor, lengths: &[usize]) -> Result<(usize, usize)> {
+        if self.config.input_size > 0 {
+            let f = self.config.input_size;
+            if !ids.dtype().is_float() || ids.rank() != 3 || ids.dim(2)? != f {
+                return Err(Error::shape(
+                    "SequenceClassifier",
+                    format!(
+                        "expected features (B, T, {f}) of a float dtype, got {:?} of shape {:?}",
+                        ids.dtype(),
+                        ids.dims()
+                    ),
+                    format!("pass a (batch, steps, {f}) float tensor of frames, right-padded"),
+                ));
+            }
+            let (batch, steps, _) = ids.dims3()?;
+            return self.check_lengths(lengths, batch, steps);
+        }
         if ids.dtype() != DType::U32 || ids.rank() != 2 {
             return Err(Error::shape(
                 "SequenceClassifier",
@@ -202,13 +257,7 @@ impl SequenceClassifier {
             ));
         }
         let (batch, steps) = ids.dims2()?;
-        if lengths.len() != batch || lengths.iter().any(|&l| l == 0 || l > steps) {
-            return Err(Error::shape(
-                "SequenceClassifier",
-                format!("expected {batch} lengths in 1..={steps}, got {lengths:?}"),
-                "pass each sequence's length (at least 1, at most the padded length)",
-            ));
-        }
+        self.check_lengths(lengths, batch, steps)?;
         if batch * steps > 0 {
             let max = ids.flatten_all()?.max(0)?.to_scalar::<u32>()?;
             if max as usize >= self.config.vocab_size {
@@ -222,6 +271,17 @@ impl SequenceClassifier {
         Ok((batch, steps))
     }
 
+    fn check_lengths(&self, lengths: &[usize], batch: usize, steps: usize) -> Result<(usize, usize)> {
+        if lengths.len() != batch || lengths.iter().any(|&l| l == 0 || l > steps) {
+            return Err(Error::shape(
+                "SequenceClassifier",
+                format!("expected {batch} lengths in 1..={steps}, got {lengths:?}"),
+                "pass each sequence's length (at least 1, at most the padded length)",
+            ));
+        }
+        Ok((batch, steps))
+    }
+
     /// Dropout between recurrent layers on (training) or off (evaluation).
     pub fn set_training(&self, training: bool) {
         self.rnn.set_training(training);
@@ -230,22 +290,36 @@ impl SequenceClassifier {
     /// Number of parameters.
     pub fn parameter_count(&self) -> usize {
         let rnn: usize = self.rnn.weights().iter().map(|(_, t)| t.elem_count()).sum();
-        self.embedding.embeddings().elem_count() + rnn + self.linear.weight().elem_count() + self.config.num_classes
+        let embedding = self.embedding.as_ref().map_or(0, |e| e.embeddings().elem_count());
+        // proj: weight (D, D) and bias (D); context (1, D)
+        let attention = self.attention.as_ref().map_or(0, |(p, c)| p.weight().elem_count() + 2 * c.elem_count());
+        embedding + rnn + attention + self.linear.weight().elem_count() + self.config.num_classes
     }
 }
 
 impl fmt::Display for SequenceClassifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let rnn = self.rnn.to_string();
-        ModuleRepr::new("SequenceClassifier")
-            .child(
+        let mut repr = ModuleRepr::new("SequenceClassifier");
+        if self.embedding.is_some() {
+            repr = repr.child(
                 "embedding",
                 ModuleRepr::leaf(format!("Embedding({}, {})", self.config.vocab_size, self.config.embedding_size)),
-            )
+            );
+        }
+        repr = repr
             .child("rnn", ModuleRepr::leaf(rnn))
-            .child("pooling", ModuleRepr::leaf(format!("Pooling({})", self.config.pooling.name())))
-            .child("linear", crate::repr::linear(self.rnn.output_size(), self.config.num_classes, true))
-            .fmt(f)
+            .child("pooling", ModuleRepr::leaf(format!("Pooling({})", self.config.pooling.name())));
+        if self.attention.is_some() {
+            let d = self.rnn.output_size();
+            repr = repr.child(
+                "attention",
+                ModuleRepr::leaf(format!(
+                    "AdditiveAttention(proj=Linear({d}, {d}), context=Linear({d}, 1, bias=False))"
+                )),
+            );
+        }
+        repr.child("linear", crate::repr::linear(self.rnn.output_size(), self.config.num_classes, true)).fmt(f)
     }
 }
 
@@ -273,7 +347,7 @@ mod tests {
     /// every pooling, cell and direction count.
     #[test]
     fn padding_and_batch_mates_change_nothing() {
-        for pooling in [Pooling::Last, Pooling::Mean, Pooling::Max] {
+        for pooling in [Pooling::Last, Pooling::Mean, Pooling::Max, Pooling::Attention] {
             for cell in CellType::ALL {
                 for bi in [false, true] {
                     let m = model(pooling, cell, bi);
@@ -286,6 +360,78 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Dense inputs skip the embedding; their padding changes nothing either, and ids are refused.
+    #[test]
+    fn dense_inputs_are_frames_of_features() {
+        for pooling in [Pooling::Last, Pooling::Attention] {
+            let varmap = candle_nn::VarMap::new();
+            let vb = crate::seeded_var_builder(&varmap, 5, DType::F32, &Device::Cpu);
+            let config = ClassifierConfig { input_size: 3, hidden_size: 5, pooling, ..ClassifierConfig::new(0, 4) };
+            let m = SequenceClassifier::new(config, vb).unwrap();
+            assert!(!varmap.data().lock().unwrap().contains_key("embedding.weight"));
+            assert_eq!(
+                m.parameter_count(),
+                varmap.all_vars().iter().map(|v| v.elem_count()).sum::<usize>(),
+                "{pooling:?}"
+            );
+            let frames: Vec<f32> = (0..6).map(|i| (i as f32 * 0.37).sin()).collect();
+            let alone =
+                m.forward_no_grad(&Tensor::from_vec(frames.clone(), (1, 2, 3), &Device::Cpu).unwrap(), &[2]).unwrap();
+            let mut padded = frames.clone();
+            padded.extend([9.0f32; 3]);
+            padded.extend((0..9).map(|i| i as f32));
+            let both = m.forward_no_grad(&Tensor::from_vec(padded, (2, 3, 3), &Device::Cpu).unwrap(), &[2, 3]).unwrap();
+            let (a, b) = (alone.to_vec2::<f32>().unwrap(), both.to_vec2::<f32>().unwrap());
+            for (x, y) in a[0].iter().zip(&b[0]) {
+                assert!((x - y).abs() < 1e-5, "{pooling:?}: {a:?} vs {b:?}");
+            }
+            let ids = Tensor::new(&[[1u32, 2]], &Device::Cpu).unwrap();
+            assert!(m.forward(&ids, &[2]).is_err(), "ids given to a model of frames");
+            let wrong = Tensor::zeros((1, 2, 4), DType::F32, &Device::Cpu).unwrap();
+            assert!(m.forward(&wrong, &[2]).is_err(), "frames of the wrong width");
+        }
+    }
+
+    /// Attention pooling is the attention-weighted mean of the outputs, written out by hand.
+    #[test]
+    fn attention_pooling_is_the_weighted_mean_of_the_outputs() {
+        let m = model(Pooling::Attention, CellType::Gru, true);
+        let ids = Tensor::new(&[[3u32, 4, 5, 0]], &Device::Cpu).unwrap();
+        let x = m.embedding.as_ref().unwrap().forward(&ids).unwrap();
+        let (out, _) = m.rnn.forward_padded_no_grad(&x, &Padding::right(&[3]), None).unwrap();
+        let out = out.get(0).unwrap().to_vec2::<f32>().unwrap();
+        let (proj, context) = m.attention.as_ref().unwrap();
+        let (w, b) = (proj.weight().to_vec2::<f32>().unwrap(), proj.bias().unwrap().to_vec1::<f32>().unwrap());
+        let v = context.get(0).unwrap().to_vec1::<f32>().unwrap();
+        let scores: Vec<f64> = out[..3]
+            .iter()
+            .map(|o| {
+                (0..w.len())
+                    .map(|i| {
+                        let u =
+                            (b[i] as f64 + w[i].iter().zip(o).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>()).tanh();
+                        v[i] as f64 * u
+                    })
+                    .sum()
+            })
+            .collect();
+        let top = scores.iter().cloned().fold(f64::MIN, f64::max);
+        let z: f64 = scores.iter().map(|s| (s - top).exp()).sum();
+        let pooled: Vec<f64> =
+            (0..out[0].len()).map(|j| (0..3).map(|t| (scores[t] - top).exp() / z * out[t][j] as f64).sum()).collect();
+        let lw = m.linear.weight().to_vec2::<f32>().unwrap();
+        let lb = m.linear.bias().unwrap().to_vec1::<f32>().unwrap();
+        let expected: Vec<f64> = lw
+            .iter()
+            .zip(&lb)
+            .map(|(r, b)| *b as f64 + r.iter().zip(&pooled).map(|(a, p)| *a as f64 * p).sum::<f64>())
+            .collect();
+        let got = m.forward_no_grad(&ids, &[3]).unwrap().to_vec2::<f32>().unwrap();
+        for (g, e) in got[0].iter().zip(&expected) {
+            assert!((*g as f64 - e).abs() < 1e-5, "{got:?} vs {expected:?}");
         }
     }
 

@@ -1,4 +1,5 @@
-//! Sequence classification as a training task: texts encoded with a [`TokenVocab`], batches
+//! Sequence classification as a training task: texts encoded with a [`TokenVocab`] (or series
+//! of frames standardised with a [`SeriesScaling`]), batches
 //! shuffled by epoch and bucketed by length ([`ClassBatches`]), the [`Model`] the trainer runs
 //! ([`ClassifierTraining`]: cross-entropy; validation loss, accuracy and macro F1), predictions,
 //! and [`load_classifier`], which gives the model of a `recur classify` checkpoint back.
@@ -11,6 +12,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use crate::data::labelled::{Labelled, TokenVocab, UNK};
+use crate::data::series::{LabelledSeries, SeriesScaling};
 use crate::data::Buckets;
 use crate::metrics::Confusion;
 use crate::models::{ClassifierConfig, SequenceClassifier};
@@ -35,13 +37,37 @@ pub struct ClassifierData {
     pub max_len: usize,
     /// The seed of initialisation, dropout and batch order.
     pub seed: u64,
+    /// For a model of series: the per-channel standardisation fitted on the training part (the
+    /// vocabulary is then unused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<SeriesScaling>,
 }
 
-/// Encoded examples: token ids (at least one each, at most `max_len`) and labels.
+/// The inputs of encoded examples.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Inputs {
+    /// Each example's token ids.
+    Tokens(Vec<Vec<u32>>),
+    /// Each example's standardised frames, step-major (`t * channels + c`).
+    Frames {
+        /// Numbers per frame.
+        channels: usize,
+        /// The frames of each example.
+        series: Vec<Vec<f32>>,
+    },
+}
+
+impl Default for Inputs {
+    fn default() -> Self {
+        Inputs::Tokens(Vec::new())
+    }
+}
+
+/// Encoded examples: token ids or frames (at least one step each, at most `max_len`) and labels.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Encoded {
-    /// Each example's ids.
-    pub ids: Vec<Vec<u32>>,
+    /// Each example's input.
+    pub inputs: Inputs,
     /// Each example's class.
     pub labels: Vec<usize>,
     /// Tokens the vocabulary did not know (mapped to `<unk>`).
@@ -52,35 +78,65 @@ impl Encoded {
     /// Encodes `data` with `vocab`, cutting texts to `max_len` tokens (an empty one becomes one
     /// `<unk>`).
     pub fn new(data: &Labelled, vocab: &TokenVocab, max_len: usize) -> Self {
-        let mut out = Encoded::default();
-        for (text, &label) in data.texts.iter().zip(&data.labels) {
+        let (mut all, mut unknown_total) = (Vec::with_capacity(data.texts.len()), 0);
+        for text in &data.texts {
             let (mut ids, unknown) = vocab.encode(text);
-            out.unknown += unknown;
+            unknown_total += unknown;
             ids.truncate(max_len.max(1));
             if ids.is_empty() {
                 ids.push(UNK);
             }
-            out.ids.push(ids);
-            out.labels.push(label);
+            all.push(ids);
         }
-        out
+        Encoded { inputs: Inputs::Tokens(all), labels: data.labels.clone(), unknown: unknown_total }
+    }
+
+    /// Standardises `data`'s series with `scaling`, cutting each to `max_len` frames. Errors
+    /// when the channel counts differ.
+    pub fn from_series(data: &LabelledSeries, scaling: &SeriesScaling, max_len: usize) -> Result<Self> {
+        if data.channels != scaling.channels() {
+            return Err(Error::data(
+                "labelled series",
+                format!("{} channels per frame, but the model reads {}", data.channels, scaling.channels()),
+                "give series with the channels the model was trained on",
+            ));
+        }
+        let c = data.channels;
+        let series = data
+            .series
+            .iter()
+            .map(|s| {
+                let mut frames = scaling.apply(s);
+                frames.truncate(max_len.max(1) * c);
+                frames
+            })
+            .collect();
+        Ok(Encoded { inputs: Inputs::Frames { channels: c, series }, labels: data.labels.clone(), unknown: 0 })
     }
 
     /// Examples.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.labels.len()
     }
 
     /// Whether there is none.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.labels.is_empty()
+    }
+
+    /// Each example's number of steps.
+    pub fn lengths(&self) -> Vec<usize> {
+        match &self.inputs {
+            Inputs::Tokens(ids) => ids.iter().map(Vec::len).collect(),
+            Inputs::Frames { channels, series } => series.iter().map(|s| s.len() / channels.max(&1)).collect(),
+        }
     }
 }
 
-/// A batch: right-padded ids `(B, T)`, lengths, labels `(B)`.
+/// A batch: right-padded inputs (ids `(B, T)` or frames `(B, T, C)`), lengths, labels `(B)`.
 pub struct ClassBatch {
-    /// Token ids, `<pad>` past each length.
-    pub ids: Tensor,
+    /// Token ids (u32), `<pad>` past each length; or frames (f32), zeros past each length.
+    pub inputs: Tensor,
     /// Each row's length.
     pub lengths: Vec<usize>,
     /// Each row's class (u32).
@@ -88,20 +144,32 @@ pub struct ClassBatch {
 }
 
 fn make_batch(examples: &Encoded, rows: &[usize], device: &Device) -> Result<ClassBatch> {
-    let steps = rows.iter().map(|&r| examples.ids[r].len()).max().unwrap_or(1);
-    let mut ids = Vec::with_capacity(rows.len() * steps);
-    for &r in rows {
-        let row = &examples.ids[r];
-        ids.extend_from_slice(row);
-        ids.extend(std::iter::repeat_n(0u32, steps - row.len()));
-    }
-    let lengths = rows.iter().map(|&r| examples.ids[r].len()).collect();
+    let (inputs, lengths) = match &examples.inputs {
+        Inputs::Tokens(all) => {
+            let steps = rows.iter().map(|&r| all[r].len()).max().unwrap_or(1);
+            let mut ids = Vec::with_capacity(rows.len() * steps);
+            for &r in rows {
+                ids.extend_from_slice(&all[r]);
+                ids.extend(std::iter::repeat_n(0u32, steps - all[r].len()));
+            }
+            (Tensor::from_vec(ids, (rows.len(), steps), device)?, rows.iter().map(|&r| all[r].len()).collect())
+        }
+        Inputs::Frames { channels, series } => {
+            let c = *channels;
+            let steps = rows.iter().map(|&r| series[r].len() / c).max().unwrap_or(1);
+            let mut frames = Vec::with_capacity(rows.len() * steps * c);
+            for &r in rows {
+                frames.extend_from_slice(&series[r]);
+                frames.extend(std::iter::repeat_n(0f32, steps * c - series[r].len()));
+            }
+            (
+                Tensor::from_vec(frames, (rows.len(), steps, c), device)?,
+                rows.iter().map(|&r| series[r].len() / c).collect(),
+            )
+        }
+    };
     let labels: Vec<u32> = rows.iter().map(|&r| examples.labels[r] as u32).collect();
-    Ok(ClassBatch {
-        ids: Tensor::from_vec(ids, (rows.len(), steps), device)?,
-        lengths,
-        labels: Tensor::from_vec(labels, rows.len(), device)?,
-    })
+    Ok(ClassBatch { inputs, lengths, labels: Tensor::from_vec(labels, rows.len(), device)? })
 }
 
 /// Training batches, bucketed by length and shuffled by epoch ([`Buckets`]).
@@ -114,7 +182,7 @@ pub struct ClassBatches {
 impl ClassBatches {
     /// Batches of `batch_size` of `examples`, ordered by `seed`.
     pub fn new(examples: Encoded, batch_size: usize, seed: u64) -> Self {
-        let buckets = Buckets::new(examples.ids.iter().map(Vec::len).collect(), batch_size, seed);
+        let buckets = Buckets::new(examples.lengths(), batch_size, seed);
         Self { examples, buckets, device: Device::Cpu }
     }
 }
@@ -167,7 +235,7 @@ pub fn predict(model: &SequenceClassifier, examples: &Encoded, batch_size: usize
     let rows: Vec<usize> = (0..examples.len()).collect();
     for chunk in rows.chunks(batch_size.max(1)) {
         let batch = make_batch(examples, chunk, &device)?;
-        let logits = model.forward_no_grad(&batch.ids, &batch.lengths)?;
+        let logits = model.forward_no_grad(&batch.inputs, &batch.lengths)?;
         let loss = cross_entropy(&logits, &batch.labels)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         total += loss * chunk.len() as f64;
         let p = candle_nn::ops::softmax_last_dim(&logits)?;
@@ -213,7 +281,7 @@ impl Model for ClassifierTraining {
     }
 
     fn loss(&mut self, batch: &ClassBatch) -> Result<Tensor> {
-        let logits = self.model.forward(&batch.ids, &batch.lengths)?;
+        let logits = self.model.forward(&batch.inputs, &batch.lengths)?;
         cross_entropy(&logits, &batch.labels)
     }
 
@@ -252,7 +320,11 @@ pub fn load_classifier(path: &Path) -> Result<LoadedClassifier> {
     let config: ClassifierConfig = checkpoint.model_config()?;
     let data: ClassifierData = checkpoint.data()?;
     let origin = path.display().to_string();
-    if data.classes.len() != config.num_classes || data.vocab.len() != config.vocab_size {
+    let inputs_agree = match &data.scaling {
+        Some(s) => config.input_size > 0 && s.channels() == config.input_size,
+        None => config.input_size == 0 && data.vocab.len() == config.vocab_size,
+    };
+    if data.classes.len() != config.num_classes || !inputs_agree {
         return Err(Error::checkpoint(
             origin,
             format!(

@@ -16,7 +16,7 @@ pub use char_lm_task::{
 pub use classifier::{ClassifierConfig, Pooling, SequenceClassifier};
 pub use classifier_task::{
     argmax, evaluate_classifier, load_classifier, predict, ClassBatch, ClassBatches, ClassifierData,
-    ClassifierTraining, Encoded, LoadedClassifier, CLASSIFY_TASK,
+    ClassifierTraining, Encoded, Inputs, LoadedClassifier, CLASSIFY_TASK,
 };
 pub use sampling::{sample, Sampling};
 pub use tagger::{TagInput, Tagger, TaggerConfig};
