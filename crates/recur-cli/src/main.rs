@@ -133,7 +133,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
             train::run(args, &explicit_flags(matches))
         }
         Command::Classify(args) => classify::run(args, &explicit_flags(matches)),
-        Command::Tag(args) => tag::run(args),
+        Command::Tag(args) => tag::run(args, &explicit_flags(matches)),
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Inspect(args) => inspect::run(args),

@@ -80,3 +80,49 @@ pub fn train<M: Model, D: DataSource<Batch = M::Batch>>(
     }
     Ok((outcome, started.elapsed()))
 }
+
+/// Refuses flags a resumed run takes from its checkpoint: those of `fixed` (clap ids, e.g.
+/// `batch_size`) given on this command line (`explicit`).
+pub fn refuse_fixed_on_resume(fixed: &[&str], explicit: &[String]) -> Result<()> {
+    let given: Vec<String> = fixed
+        .iter()
+        .filter(|f| explicit.iter().any(|e| e == *f))
+        .map(|f| format!("--{}", f.replace('_', "-")))
+        .collect();
+    if !given.is_empty() {
+        let one = given.len() == 1;
+        bail!(
+            "{} come{} from the checkpoint a resumed run continues; drop {} to resume, or start a new run",
+            given.join(", "),
+            if one { "s" } else { "" },
+            if one { "it" } else { "them" }
+        );
+    }
+    Ok(())
+}
+
+/// The run folder of a task's training session: `--out`, else the folder of the checkpoint a
+/// resumed run continues, else the first free `runs/<task>`, `runs/<task>-2`, …; a new run
+/// refuses a folder holding another run's checkpoints unless `overwrite`.
+pub fn claim_run_dir(
+    out: Option<&std::path::Path>,
+    resume: Option<&std::path::Path>,
+    task: &str,
+    overwrite: bool,
+) -> Result<recur::train::RunDir> {
+    use recur::train::RunDir;
+    let dir = match (out, resume) {
+        (Some(out), _) => RunDir::claim_exact(out)?,
+        (None, Some(r)) => {
+            RunDir::claim_exact(r.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")))?
+        }
+        (None, None) => RunDir::claim_next_free(std::path::Path::new("runs"), task)?,
+    };
+    if resume.is_none() && recur::train::holds_run(dir.path()) && !overwrite {
+        bail!(
+            "{} already holds a run's checkpoints; continue it with --resume, pick another --out, or pass --overwrite",
+            dir.path().display()
+        );
+    }
+    Ok(dir)
+}

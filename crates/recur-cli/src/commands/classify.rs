@@ -12,7 +12,7 @@ use recur::models::{
     argmax, evaluate_classifier, load_classifier, predict, CellType, ClassBatches, ClassifierConfig, ClassifierData,
     ClassifierTraining, Encoded, Pooling, CLASSIFY_TASK,
 };
-use recur::train::{holds_run, LrSchedule, OptimizerConfig, RunDir, StopReason, TaskInfo, Trainer, TrainerConfig};
+use recur::train::{LrSchedule, OptimizerConfig, StopReason, TaskInfo, Trainer, TrainerConfig};
 
 use super::train::{limit_threads, thread_count, thread_counts};
 use crate::args::{self, parse_cell, parse_duration, OptimizerName, ScheduleName};
@@ -380,19 +380,7 @@ fn train(args: TrainArgs, explicit: &[String]) -> Result<()> {
             "seed",
             "val_fraction",
         ];
-        let given: Vec<String> = fixed
-            .iter()
-            .filter(|f| explicit.iter().any(|e| e == *f))
-            .map(|f| format!("--{}", f.replace('_', "-")))
-            .collect();
-        if !given.is_empty() {
-            bail!(
-                "{} come{} from the checkpoint a resumed run continues; drop {} to resume, or start a new run",
-                given.join(", "),
-                if given.len() == 1 { "s" } else { "" },
-                if given.len() == 1 { "it" } else { "them" }
-            );
-        }
+        report::refuse_fixed_on_resume(&fixed, explicit)?;
     }
     let (name, labelled, ambiguous) = read(&args.data, args.data.data.as_deref())?;
     match &labelled {
@@ -534,19 +522,7 @@ fn train(args: TrainArgs, explicit: &[String]) -> Result<()> {
         }
     };
 
-    let dir = match (&args.out, &args.resume) {
-        (Some(out), _) => RunDir::claim_exact(out)?,
-        (None, Some(r)) => {
-            RunDir::claim_exact(r.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))?
-        }
-        (None, None) => RunDir::claim_next_free(Path::new("runs"), "classify")?,
-    };
-    if args.resume.is_none() && holds_run(dir.path()) && !args.overwrite {
-        bail!(
-            "{} already holds a run's checkpoints; continue it with --resume, pick another --out, or pass --overwrite",
-            dir.path().display()
-        );
-    }
+    let dir = report::claim_run_dir(args.out.as_deref(), args.resume.as_deref(), "classify", args.overwrite)?;
     let model = ClassifierTraining::build(config.clone(), data.seed, val_enc.clone(), data.batch_size)?;
     let banner = format!("{}", model.classifier());
     let parameters = model.classifier().parameter_count();

@@ -9,11 +9,12 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use recur::data::{Tagged, TokenVocab, Tokenize};
+use recur::metrics::EntityScores;
 use recur::models::{
     evaluate_tagger, load_tagger, CellType, EncodedSentences, TagBatches, TaggerConfig, TaggerData, TaggerTraining,
     TAG_TASK,
 };
-use recur::train::{holds_run, LrSchedule, OptimizerConfig, RunDir, TaskInfo, Trainer, TrainerConfig};
+use recur::train::{LrSchedule, OptimizerConfig, TaskInfo, Trainer, TrainerConfig};
 
 use super::train::{limit_threads, thread_count, thread_counts};
 use crate::args::{self, parse_cell, parse_duration, OptimizerName, ScheduleName};
@@ -119,7 +120,12 @@ pub struct TrainArgs {
     /// Threads of the kernels (default: all cores).
     #[arg(long, help_heading = "Run")]
     pub threads: Option<usize>,
-    /// Folder for the checkpoints, metrics.jsonl and loss.svg [default: runs/tag, runs/tag-2, …].
+    /// Continue the run saved in this checkpoint (the data must be the same; --epochs counts
+    /// the whole run's passes).
+    #[arg(long, value_name = "CHECKPOINT", help_heading = "Run")]
+    pub resume: Option<PathBuf>,
+    /// Folder for the checkpoints, metrics.jsonl and loss.svg [default: runs/tag, runs/tag-2, …;
+    /// with --resume, the checkpoint's folder].
     #[arg(long, value_name = "DIR", help_heading = "Output")]
     pub out: Option<PathBuf>,
     /// Let a new run replace the checkpoints already in --out.
@@ -153,11 +159,11 @@ pub struct PredictArgs {
 }
 
 /// Runs `recur tag`.
-pub fn run(args: TagArgs) -> Result<()> {
+pub fn run(args: TagArgs, explicit: &[String]) -> Result<()> {
     match args.command {
         TagCommand::Train(a) => {
             interrupt::install()?;
-            train(*a)
+            train(*a, explicit)
         }
         TagCommand::Eval(a) => eval(a),
         TagCommand::Predict(a) => predict(a),
@@ -179,12 +185,46 @@ fn read(path: Option<&Path>) -> Result<(String, Tagged)> {
     Ok((name, tagged))
 }
 
-fn train(args: TrainArgs) -> Result<()> {
+fn train(args: TrainArgs, explicit: &[String]) -> Result<()> {
     if let Some(threads) = args.threads {
         limit_threads(thread_count(threads)?);
     }
     let style = Style::pick(args.quiet);
+    let resumed = match &args.resume {
+        Some(p) => Some(load_tagger(p).with_context(|| format!("cannot resume from {}", p.display()))?),
+        None => None,
+    };
+    if resumed.is_some() {
+        let fixed = [
+            "test_fraction",
+            "val_fraction",
+            "cell",
+            "word_embedding_size",
+            "char_embedding_size",
+            "char_hidden_size",
+            "hidden_size",
+            "num_layers",
+            "word_dropout",
+            "crf",
+            "batch_size",
+            "lr",
+            "optimizer",
+            "lr_schedule",
+            "grad_clip",
+            "seed",
+        ];
+        report::refuse_fixed_on_resume(&fixed, explicit)?;
+    }
     let (name, all) = read(args.data.as_deref())?;
+    if let Some(r) = &resumed {
+        if r.data.tags != all.tags {
+            bail!(
+                "the checkpoint's tags {:?} differ from {name}'s {:?}; resume on the same data",
+                r.data.tags,
+                all.tags
+            );
+        }
+    }
     if args.bio {
         all.check_bio().with_context(|| format!("cannot use {name}"))?;
     }
@@ -209,49 +249,57 @@ fn train(args: TrainArgs) -> Result<()> {
         bail!("{name} leaves no training sentence after the test and validation parts");
     }
     let words: Vec<String> = train_set.sentences.iter().flatten().cloned().collect();
-    let data = TaggerData {
-        words: TokenVocab::build(&words, Tokenize::Words, 1, None),
-        chars: TokenVocab::build(&words, Tokenize::Chars, 1, None),
-        tags: all.tags.clone(),
-        batch_size: args.batch_size.max(1),
-        seed: args.seed,
+    if !(args.word_dropout.is_finite() && args.word_dropout >= 0.0) {
+        bail!("--word-dropout must be at least 0 (0: off), got {}", args.word_dropout);
+    }
+    let data = match &resumed {
+        Some(r) => r.data.clone(),
+        None => TaggerData {
+            words: TokenVocab::build(&words, Tokenize::Words, 1, None),
+            chars: TokenVocab::build(&words, Tokenize::Chars, 1, None),
+            tags: all.tags.clone(),
+            batch_size: args.batch_size.max(1),
+            seed: args.seed,
+            word_dropout: Some(args.word_dropout),
+        },
     };
+    let word_dropout = data.word_dropout.unwrap_or(args.word_dropout);
     let (train_enc, val_enc, test_enc) = (
         EncodedSentences::new(&train_set, &data),
         EncodedSentences::new(&val_set, &data),
         EncodedSentences::new(&test, &data),
     );
-    let config = TaggerConfig {
-        cell: args.cell,
-        word_embedding_size: args.word_embedding_size.max(1),
-        char_embedding_size: args.char_embedding_size,
-        char_hidden_size: args.char_hidden_size.max(1),
-        hidden_size: args.hidden_size.max(1),
-        num_layers: args.num_layers.max(1),
-        crf: args.crf,
-        ..TaggerConfig::new(data.words.len(), data.chars.len(), data.tags.len())
+    let config = match &resumed {
+        Some(r) => r.config.clone(),
+        None => TaggerConfig {
+            cell: args.cell,
+            word_embedding_size: args.word_embedding_size.max(1),
+            char_embedding_size: args.char_embedding_size,
+            char_hidden_size: args.char_hidden_size.max(1),
+            hidden_size: args.hidden_size.max(1),
+            num_layers: args.num_layers.max(1),
+            crf: args.crf,
+            ..TaggerConfig::new(data.words.len(), data.chars.len(), data.tags.len())
+        },
     };
     let per_epoch = train_enc.len().div_ceil(data.batch_size);
     let max_steps = (args.epochs.max(1) * per_epoch).max(1);
-    let trainer_config = TrainerConfig {
-        grad_clip: args.grad_clip,
-        monitor: if val_enc.is_empty() { "loss".into() } else { "accuracy".into() },
-        maximize: !val_enc.is_empty(),
-        divergence_loss: Some(10.0 * (data.tags.len() as f64).ln().max(1.0)),
-        ..TrainerConfig::new(
-            max_steps,
-            per_epoch,
-            OptimizerConfig::by_name(&args::name(&args.optimizer), args.lr)?,
-            LrSchedule::by_name(&args::name(&args.lr_schedule), max_steps as u64, args.lr)?,
-        )
+    let trainer_config = match &resumed {
+        Some(r) => TrainerConfig { max_steps, ..r.checkpoint.trainer.clone() },
+        None => TrainerConfig {
+            grad_clip: args.grad_clip,
+            monitor: if val_enc.is_empty() { "loss".into() } else { "accuracy".into() },
+            maximize: !val_enc.is_empty(),
+            divergence_loss: Some(10.0 * (data.tags.len() as f64).ln().max(1.0)),
+            ..TrainerConfig::new(
+                max_steps,
+                per_epoch,
+                OptimizerConfig::by_name(&args::name(&args.optimizer), args.lr)?,
+                LrSchedule::by_name(&args::name(&args.lr_schedule), max_steps as u64, args.lr)?,
+            )
+        },
     };
-    let dir = match &args.out {
-        Some(out) => RunDir::claim_exact(out)?,
-        None => RunDir::claim_next_free(Path::new("runs"), "tag")?,
-    };
-    if holds_run(dir.path()) && !args.overwrite {
-        bail!("{} already holds a run's checkpoints; pick another --out, or pass --overwrite", dir.path().display());
-    }
+    let dir = report::claim_run_dir(args.out.as_deref(), args.resume.as_deref(), "tag", args.overwrite)?;
     let model = TaggerTraining::build(config.clone(), data.seed, val_enc, data.batch_size)?;
     say!("{}", model.tagger());
     say!(
@@ -269,13 +317,11 @@ fn train(args: TrainArgs) -> Result<()> {
     );
     let task =
         TaskInfo { name: TAG_TASK.into(), model: serde_json::to_value(&config)?, data: serde_json::to_value(&data)? };
-    let mut trainer = Trainer::new(
-        trainer_config,
-        task,
-        model,
-        TagBatches::new(train_enc, data.batch_size, data.seed, args.word_dropout),
-        dir,
-    )?;
+    let batches = TagBatches::new(train_enc, data.batch_size, data.seed, word_dropout);
+    let mut trainer = match &resumed {
+        Some(r) => Trainer::resume(trainer_config, &r.checkpoint, model, batches, dir)?,
+        None => Trainer::new(trainer_config, task, model, batches, dir)?,
+    };
     say!(
         "training {max_steps} steps ({per_epoch} per epoch), {}, writing to {}",
         thread_counts(),
@@ -296,9 +342,12 @@ fn train(args: TrainArgs) -> Result<()> {
     }
     if !test_enc.is_empty() {
         let best = load_tagger(&trainer.best_path())?;
-        let (m, _) = evaluate_tagger(&best.model, &test_enc, data.batch_size)?;
+        let (m, predictions) = evaluate_tagger(&best.model, &test_enc, data.batch_size)?;
         let unk = m.get("unknown_accuracy").map_or(String::new(), |a| format!(", on words unseen in training {a:.4}"));
         say!("test ({} sentences) with best.safetensors: token accuracy {:.4}{unk}", test_enc.len(), m["accuracy"]);
+        if let Some(scores) = entity_scores(&data.tags, &test_enc.labels, &predictions) {
+            say!("test {}", scores.report().trim_end());
+        }
     }
     Ok(())
 }
@@ -308,7 +357,7 @@ fn eval(args: EvalArgs) -> Result<()> {
     let (name, tagged) = read(Some(&args.data))?;
     let tagged = tagged.with_tags(&loaded.data.tags).with_context(|| format!("cannot evaluate on {name}"))?;
     let encoded = EncodedSentences::new(&tagged, &loaded.data);
-    let (m, _) = evaluate_tagger(&loaded.model, &encoded, loaded.data.batch_size)?;
+    let (m, predictions) = evaluate_tagger(&loaded.model, &encoded, loaded.data.batch_size)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{name}: {} sentences, {} tokens", tagged.sentences.len(), tagged.tokens())?;
     writeln!(out, "token accuracy {:.4}", m["accuracy"])?;
@@ -316,7 +365,23 @@ fn eval(args: EvalArgs) -> Result<()> {
         writeln!(out, "accuracy on words the model never saw {a:.4}")?;
     }
     writeln!(out, "loss {:.4}", m["loss"])?;
+    if let Some(scores) = entity_scores(&loaded.data.tags, &encoded.labels, &predictions) {
+        write!(out, "{}", scores.report())?;
+    }
     Ok(())
+}
+
+/// conlleval's entity-level scores, where the tags are chunk tags (BIO/BIOES).
+fn entity_scores(tags: &[String], gold: &[Vec<usize>], predicted: &[Vec<usize>]) -> Option<EntityScores> {
+    if !EntityScores::applies_to(tags) {
+        return None;
+    }
+    let mut scores = EntityScores::default();
+    let names = |ids: &[usize]| ids.iter().map(|&t| tags[t].as_str()).collect::<Vec<_>>();
+    for (g, p) in gold.iter().zip(predicted) {
+        scores.add(&names(g), &names(p));
+    }
+    Some(scores)
 }
 
 fn predict(args: PredictArgs) -> Result<()> {

@@ -34,6 +34,9 @@ pub struct TaggerData {
     pub batch_size: usize,
     /// The seed of initialisation, dropout and batch order.
     pub seed: u64,
+    /// The word-dropout α of training (`None` in checkpoints written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub word_dropout: Option<f64>,
 }
 
 /// Encoded sentences.
