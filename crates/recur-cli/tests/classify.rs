@@ -249,3 +249,59 @@ fn classify_series_from_ts_files() {
     let o = recur(&["classify", "predict", "--checkpoint", p(&best), p(&texts)]);
     assert_clean_error(&o, ".ts file");
 }
+
+/// `--embeddings` starts the embedding from a GloVe-format file (here one 4-number vector per
+/// letter, for the embedded names' character tokens); `--freeze-embedding` keeps those rows
+/// bit for bit through training, and without it training moves them.
+#[test]
+fn classify_pretrained_embeddings_frozen_or_trained() {
+    let dir = scratch("classify-vectors");
+    let mut glove = String::new();
+    let vector = |i: usize| -> Vec<f32> { (0..4).map(|j| ((i * 4 + j) as f32 * 0.37).sin()).collect() };
+    for (i, c) in ('a'..='z').enumerate() {
+        let v: Vec<String> = vector(i).iter().map(|x| format!("{x}")).collect();
+        glove.push_str(&format!("{c} {}\n", v.join(" ")));
+    }
+    let vectors = write(&dir, "letters.txt", glove.as_bytes());
+    let rows_found = |out: &std::path::Path| -> usize {
+        let bytes = std::fs::read(out.join("last.safetensors")).unwrap();
+        let t = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let table = t.tensor("embedding.weight").unwrap();
+        assert_eq!(table.shape()[1], 4, "the file's dimension sets the embedding size");
+        let values: Vec<f32> =
+            table.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        (0..26).filter(|&i| values.chunks_exact(4).any(|row| row == vector(i).as_slice())).count()
+    };
+    let base = ["--hidden-size", "16", "--quiet", "--batch-size", "128", "--epochs", "1"];
+    let frozen = dir.join("frozen");
+    let mut args = vec!["classify", "train", "--out", p(&frozen), "--embeddings", p(&vectors), "--freeze-embedding"];
+    args.extend_from_slice(&base);
+    let o = recur(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(rows_found(&frozen), 26, "every letter keeps its vector");
+    let trained = dir.join("trained");
+    let mut args = vec!["classify", "train", "--out", p(&trained), "--embeddings", p(&vectors)];
+    args.extend_from_slice(&base);
+    let o = recur(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(rows_found(&trained) < 5, "training moves the letters' rows");
+
+    let bad = write(&dir, "bad.txt", b"a 1 2 3 4\nb 1 2\n");
+    let o = recur(&["classify", "train", "--out", p(&dir.join("x")), "--embeddings", p(&bad), "--quiet"]);
+    assert_clean_error(&o, "line 2: 2 numbers, but the vectors have 4");
+    let o = recur(&["classify", "train", "--out", p(&dir.join("y")), "--freeze-embedding", "--quiet"]);
+    assert_clean_error(&o, "give --embeddings");
+    let o = recur(&[
+        "classify",
+        "train",
+        "--out",
+        p(&dir.join("z")),
+        "--embeddings",
+        p(&vectors),
+        "--embedding-size",
+        "8",
+        "--quiet",
+    ]);
+    assert_clean_error(&o, "disagrees with the 4-number vectors");
+    let _ = std::fs::remove_dir_all(&dir);
+}

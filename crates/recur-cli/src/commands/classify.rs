@@ -133,6 +133,13 @@ pub struct TrainArgs {
     /// How the outputs become one vector.
     #[arg(long, value_enum, default_value_t = PoolingName::Last, help_heading = "Model")]
     pub pooling: PoolingName,
+    /// Start the embedding from pretrained word vectors: a GloVe or word2vec text file (its
+    /// dimension sets --embedding-size; tokens it lacks start at random).
+    #[arg(long, value_name = "FILE", help_heading = "Model")]
+    pub embeddings: Option<PathBuf>,
+    /// Keep the embedding fixed during training (with --embeddings).
+    #[arg(long, help_heading = "Model")]
+    pub freeze_embedding: bool,
 
     /// Examples per batch.
     #[arg(long, default_value_t = 64, help_heading = "Optimization")]
@@ -372,6 +379,8 @@ fn train(args: TrainArgs, explicit: &[String]) -> Result<()> {
             "unidirectional",
             "dropout",
             "pooling",
+            "embeddings",
+            "freeze_embedding",
             "batch_size",
             "lr",
             "optimizer",
@@ -453,6 +462,23 @@ fn train(args: TrainArgs, explicit: &[String]) -> Result<()> {
     let train_enc = train_set.encode(&data, &name)?;
     let val_enc = val_set.encode(&data, &name)?;
     let batches_per_epoch = train_enc.len().div_ceil(data.batch_size);
+    let vectors = match (&args.embeddings, &data.scaling) {
+        (Some(_), Some(_)) => bail!("--embeddings gives word vectors; {name} holds series: drop --embeddings"),
+        (Some(p), None) => {
+            let origin = p.display().to_string();
+            let vectors = recur::data::WordVectors::from_text(&file_text(p)?, &origin)?;
+            if explicit.iter().any(|e| e == "embedding_size") && args.embedding_size != vectors.dim {
+                bail!(
+                    "--embedding-size {} disagrees with the {}-number vectors of {origin}; drop --embedding-size",
+                    args.embedding_size,
+                    vectors.dim
+                );
+            }
+            Some((origin, vectors))
+        }
+        (None, _) if args.freeze_embedding => bail!("--freeze-embedding keeps pretrained vectors: give --embeddings"),
+        (None, _) => None,
+    };
     let config = match &resumed {
         Some(r) => r.config.clone(),
         None => {
@@ -474,7 +500,7 @@ fn train(args: TrainArgs, explicit: &[String]) -> Result<()> {
                 input_size: data.scaling.as_ref().map_or(0, SeriesScaling::channels),
                 num_classes: data.classes.len(),
                 cell: args.cell,
-                embedding_size: args.embedding_size,
+                embedding_size: vectors.as_ref().map_or(args.embedding_size, |(_, v)| v.dim),
                 hidden_size: args.hidden_size,
                 num_layers: args.num_layers,
                 bidirectional: !args.unidirectional,
@@ -485,6 +511,7 @@ fn train(args: TrainArgs, explicit: &[String]) -> Result<()> {
                     PoolingName::Max => Pooling::Max,
                     PoolingName::Attention => Pooling::Attention,
                 },
+                freeze_embedding: args.freeze_embedding,
             }
         }
     };
@@ -523,7 +550,18 @@ fn train(args: TrainArgs, explicit: &[String]) -> Result<()> {
     };
 
     let dir = report::claim_run_dir(args.out.as_deref(), args.resume.as_deref(), "classify", args.overwrite)?;
-    let model = ClassifierTraining::build(config.clone(), data.seed, val_enc.clone(), data.batch_size)?;
+    let mut model = ClassifierTraining::build(config.clone(), data.seed, val_enc.clone(), data.batch_size)?;
+    let pretrained = match &vectors {
+        Some((origin, v)) => {
+            let found = model.load_embedding(v, &data.vocab)?;
+            format!(
+                " | {found} of {} token ids start from {origin}{}",
+                data.vocab.len(),
+                if config.freeze_embedding { " (frozen)" } else { "" }
+            )
+        }
+        None => String::new(),
+    };
     let banner = format!("{}", model.classifier());
     let parameters = model.classifier().parameter_count();
     let batches = ClassBatches::new(train_enc.clone(), data.batch_size, data.seed);
@@ -548,8 +586,11 @@ fn train(args: TrainArgs, explicit: &[String]) -> Result<()> {
             Some(s) => format!("{} channels per frame, standardised on the training part", s.channels()),
             None => format!("{} token ids ({:?})", data.vocab.len(), data.vocab.tokenize),
         },
-        if val_enc.unknown > 0 { format!(" | {} validation tokens unknown", val_enc.unknown) } else { String::new() }
+        if val_enc.unknown > 0 { format!(" | {} validation tokens unknown", val_enc.unknown) } else { String::new() },
     );
+    if !pretrained.is_empty() {
+        say!("{}", pretrained.trim_start_matches(" | "));
+    }
     say!(
         "training {} steps ({} per epoch) of {} examples, {}, writing to {}",
         trainer_config.max_steps,

@@ -1,6 +1,7 @@
 //! Readers that turn raw data into what the models eat.
 
 pub mod buckets;
+pub mod embeddings;
 pub mod labelled;
 pub mod series;
 pub mod streams;
@@ -8,6 +9,7 @@ pub mod tagged;
 pub mod text;
 
 pub use buckets::Buckets;
+pub use embeddings::WordVectors;
 pub use labelled::{Labelled, TokenVocab, Tokenize};
 pub use series::{LabelledSeries, SeriesScaling};
 pub use streams::{evaluate_streams, Streams};

@@ -72,6 +72,9 @@ pub struct ClassifierConfig {
     pub dropout: f64,
     /// The pooling (default `last`).
     pub pooling: Pooling,
+    /// Keep the embedding as it is (pretrained vectors, say): no gradient reaches it.
+    #[serde(default)]
+    pub freeze_embedding: bool,
 }
 
 impl ClassifierConfig {
@@ -88,6 +91,7 @@ impl ClassifierConfig {
             bidirectional: true,
             dropout: 0.0,
             pooling: Pooling::Last,
+            freeze_embedding: false,
         }
     }
 }
@@ -185,6 +189,9 @@ impl SequenceClassifier {
     fn run(&self, ids: &Tensor, lengths: &[usize], grad: bool) -> Result<Tensor> {
         let (batch, steps) = self.check(ids, lengths)?;
         let x = match &self.embedding {
+            Some(e) if self.config.freeze_embedding => {
+                Embedding::new(e.embeddings().detach(), self.config.embedding_size).forward(ids)?
+            }
             Some(e) => e.forward(ids)?,
             None => ids.to_dtype(self.linear.weight().dtype())?,
         };

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::labelled::{Labelled, TokenVocab, UNK};
 use crate::data::series::{LabelledSeries, SeriesScaling};
 use crate::data::Buckets;
+use crate::data::WordVectors;
 use crate::metrics::Confusion;
 use crate::models::{ClassifierConfig, SequenceClassifier};
 use crate::train::{cross_entropy, named_vars, DataSource, Metrics, Model, TaskCheckpoint};
@@ -224,6 +225,39 @@ impl ClassifierTraining {
     /// The model.
     pub fn classifier(&self) -> &SequenceClassifier {
         &self.model
+    }
+
+    /// Starts the embedding from pretrained `vectors`: the row of each token of `vocab` that has
+    /// a vector takes it, the others keep their random start. Returns how many rows were set.
+    /// Errors when the dimensions differ or the model reads dense inputs.
+    pub fn load_embedding(&mut self, vectors: &WordVectors, vocab: &TokenVocab) -> Result<usize> {
+        let config = self.model.config();
+        if config.input_size > 0 || vocab.len() != config.vocab_size {
+            return Err(Error::config(
+                "SequenceClassifier",
+                format!("a vocabulary of {} ids for a model of {} token ids", vocab.len(), config.vocab_size),
+                "load vectors for the model's own vocabulary, into a model of token ids",
+            ));
+        }
+        if vectors.dim != config.embedding_size {
+            return Err(Error::config(
+                "SequenceClassifier",
+                format!("vectors of {} numbers for an embedding of size {}", vectors.dim, config.embedding_size),
+                format!("set the embedding size to {}", vectors.dim),
+            ));
+        }
+        let vars = self.varmap.data().lock().map_err(|_| Error::config("VarMap", "poisoned lock", "retry"))?;
+        let var = vars.get("embedding.weight").ok_or_else(|| {
+            Error::config("SequenceClassifier", "the model has no embedding.weight", "build a model of token ids")
+        })?;
+        let mut table: Vec<f32> = var.as_tensor().flatten_all()?.to_vec1()?;
+        let rows = vectors.rows_for(vocab);
+        let d = vectors.dim;
+        for &(id, v) in &rows {
+            table[id * d..(id + 1) * d].copy_from_slice(v);
+        }
+        var.set(&Tensor::from_vec(table, (config.vocab_size, d), &Device::Cpu)?)?;
+        Ok(rows.len())
     }
 }
 
