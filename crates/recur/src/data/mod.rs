@@ -11,3 +11,4 @@ pub use labelled::{Labelled, TokenVocab, Tokenize};
 pub use streams::{evaluate_streams, Streams};
 pub use tagged::Tagged;
 pub use text::{decode_utf8, Vocab};
+pub mod timeseries;
