@@ -13,7 +13,7 @@ use recur::models::{
     backtest, forecast, load_forecaster, BacktestReport, CellType, ForecastData, ForecastLoss, ForecastOptions,
     ForecastWindows, ForecasterConfig, ForecasterTraining, LoadedForecaster, FORECAST_TASK,
 };
-use recur::plot::{LinePlot, Series};
+use recur::plot::{Band, LinePlot, Series};
 use recur::train::{holds_run, LrSchedule, OptimizerConfig, RunDir, StopReason, TaskInfo, Trainer, TrainerConfig};
 
 use super::train::{limit_threads, thread_count, thread_counts};
@@ -173,7 +173,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1.0, help_heading = "Optimization")]
     pub grad_clip: f64,
 
-    /// Optimizer steps [default: 800; with --resume, the checkpoint's].
+    /// Optimizer steps [default: 300; with --resume, the checkpoint's].
     #[arg(long, help_heading = "Run")]
     pub max_steps: Option<usize>,
     /// Checkpoint every this many steps [default: a tenth of the steps].
@@ -411,7 +411,7 @@ fn train(args: TrainArgs, explicit: &[String]) -> Result<PathBuf> {
             t
         }
         None => {
-            let max_steps = args.max_steps.unwrap_or(800).max(1);
+            let max_steps = args.max_steps.unwrap_or(300).max(1);
             let optimizer = OptimizerConfig::by_name(&args::name(&args.optimizer), args.lr)?;
             let schedule = LrSchedule::by_name(&args::name(&args.lr_schedule), max_steps as u64, args.lr)?;
             TrainerConfig {
@@ -620,14 +620,11 @@ fn predict_cmd(args: PredictArgs) -> Result<()> {
             line.extend((0..data.horizon).map(|step| (at(step), f.point[k][step])));
             plot.series.push(Series::new(format!("{prefix}forecast"), line));
             if let (Some(lo), Some(hi)) = (&f.lower, &f.upper) {
-                plot.series.push(Series::new(
-                    format!("{prefix}80% lower"),
-                    (0..data.horizon).map(|i| (at(i), lo[k][i])).collect(),
-                ));
-                plot.series.push(Series::new(
-                    format!("{prefix}80% upper"),
-                    (0..data.horizon).map(|i| (at(i), hi[k][i])).collect(),
-                ));
+                plot.bands.push(Band {
+                    name: format!("{prefix}80% interval"),
+                    series: plot.series.len() - 1,
+                    points: (0..data.horizon).map(|i| (at(i), lo[k][i], hi[k][i])).collect(),
+                });
             }
         }
     }

@@ -127,10 +127,13 @@ pub struct ColumnSpec {
     pub fill: Fill,
 }
 
+/// The id of the one series of a file without an id column.
+pub const SINGLE: &str = "series";
+
 /// One series: its dates (if the file has a date column), its target and covariate values.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Series {
-    /// The series id (the file's name when there is no id column).
+    /// The series id ([`SINGLE`] when there is no id column).
     pub id: String,
     /// One date per step, when the file has a date column.
     pub dates: Option<Vec<NaiveDate>>,
@@ -254,7 +257,7 @@ pub fn read_csv(text: &str, origin: &str, spec: &ColumnSpec) -> Result<TimeSerie
         let line = record.position().map_or(0, |p| p.line());
         let key = match id {
             Some(i) => record.get(i).unwrap_or_default().trim().to_string(),
-            None => origin.to_string(),
+            None => SINGLE.to_string(),
         };
         if !raw.contains_key(&key) {
             order.push(key.clone());
@@ -501,7 +504,8 @@ impl Scaler {
 }
 
 /// The season length of `values` by autocorrelation of their first differences: the lag in
-/// `2..=max_lag` with the highest autocorrelation, if that is a local peak above 0.3; else 1.
+/// `2..=max_lag` of the first local peak of the autocorrelation above 0.3 that is at least 0.8 of
+/// the highest such peak (a multiple of the period peaks too); 1 when there is none.
 pub fn detect_period(values: &[f64], max_lag: usize) -> usize {
     let d: Vec<f64> = values.windows(2).map(|w| w[1] - w[0]).collect();
     let n = d.len();
@@ -516,15 +520,16 @@ pub fn detect_period(values: &[f64], max_lag: usize) -> usize {
     let acf = |lag: usize| -> f64 { (lag..n).map(|t| (d[t] - mean) * (d[t - lag] - mean)).sum::<f64>() / var };
     let max_lag = max_lag.min(n / 2);
     let values: Vec<f64> = (0..=max_lag + 1).map(|l| if l < 2 { 1.0 } else { acf(l) }).collect();
-    let mut best = (1, 0.3);
-    for lag in 2..=max_lag {
-        let v = values[lag];
-        let peak = v >= values[lag - 1] && (lag + 1 >= values.len() || v >= values[lag + 1]);
-        if peak && v > best.1 {
-            best = (lag, v);
-        }
-    }
-    best.0
+    let peaks: Vec<(usize, f64)> = (2..=max_lag)
+        .filter(|&lag| {
+            let v = values[lag];
+            v > 0.3 && v >= values[lag - 1] && (lag + 1 >= values.len() || v >= values[lag + 1])
+        })
+        .map(|lag| (lag, values[lag]))
+        .collect();
+    // The shortest season among the strong peaks: a multiple of the period peaks too.
+    let top = peaks.iter().map(|p| p.1).fold(0.0, f64::max);
+    peaks.iter().find(|p| p.1 >= 0.8 * top).map_or(1, |p| p.0)
 }
 
 #[cfg(test)]

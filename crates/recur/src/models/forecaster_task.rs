@@ -452,7 +452,7 @@ pub struct Forecast {
 }
 
 /// The model's forecasts of `series` from each of `origins` (each needing `lookback` steps
-/// before it), in batches.
+/// before it); each the same bits whatever the other origins.
 pub fn forecast(
     model: &Forecaster,
     data: &ForecastData,
@@ -472,7 +472,9 @@ pub fn forecast(
     }
     let input = data.input_size();
     let mut out = Vec::with_capacity(origins.len());
-    for chunk in origins.chunks(256) {
+    // One window at a time: a batched matrix product may round differently by batch size, and a
+    // forecast must not depend on which other origins were asked for with it.
+    for chunk in origins.chunks(1) {
         let mut x = Vec::with_capacity(chunk.len() * l * input);
         for &o in chunk {
             series.window(o, l, &mut x);
