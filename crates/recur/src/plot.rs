@@ -513,6 +513,7 @@ mod tests {
         let mut plot = plot_of(vec![(0.0, 1.0), (1.0, 2.0)]);
         plot.bands.push(Band {
             name: "80% interval".into(),
+            series: 0,
             points: vec![(0.0, 0.0, 5.0), (1.0, f64::NAN, 3.0), (1.0, 1.0, 3.0)],
         });
         let svg = plot.to_svg();

@@ -122,3 +122,47 @@ fn too_short_series_and_foreign_files_are_typed_errors() {
     let e = data.prepare(&short).unwrap_err().to_string();
     assert!(e.contains("short.csv") && e.contains("fewer than the model's training part"), "{e}");
 }
+
+/// Two series in one file (an id column), two targets and a covariate: one global model, scalers
+/// per series, every series backtested on its own test part.
+#[test]
+fn several_series_and_targets_train_one_model() {
+    let mut text = String::from("shop,day,sales,returns,price\n");
+    for (shop, base) in [("north", 50.0), ("south", 500.0)] {
+        for t in 0..60 {
+            let date = chrono::NaiveDate::from_ymd_opt(2020, 1, 1).unwrap() + chrono::TimeDelta::days(t);
+            let wave = (2.0 * std::f64::consts::PI * t as f64 / 7.0).sin();
+            text.push_str(&format!(
+                "{shop},{date},{},{},{}\n",
+                base + 5.0 * wave,
+                base / 10.0 - wave,
+                1.0 + (t % 3) as f64
+            ));
+        }
+    }
+    let spec = ColumnSpec {
+        targets: vec!["sales".into(), "returns".into()],
+        date: Some("day".into()),
+        id: Some("shop".into()),
+        covariates: vec!["price".into()],
+        fill: Fill::Error,
+    };
+    let file = read_csv(&text, "shops.csv", &spec).unwrap();
+    assert_eq!(file.series.len(), 2);
+    let data = ForecastData::fit(&file, &ForecastOptions { horizon: Some(3), ..options() }).unwrap();
+    // Daily: period 7, lookback 14; 2 targets × 2 inputs, 1 covariate, 4 calendar features.
+    assert_eq!((data.period, data.lookback, data.input_size()), (7, 14, 9));
+    let means: Vec<f64> = data.series.iter().map(|s| s.targets[0].shift).collect();
+    assert!((means[0] - 50.0).abs() < 1.0 && (means[1] - 500.0).abs() < 1.0, "{means:?}");
+    let prepared = data.prepare(&file).unwrap();
+    // Training parts of 48 steps: origins 14..=45 in each.
+    let windows = ForecastWindows::new(prepared.clone(), &data).unwrap();
+    assert_eq!(windows.len(), 2 * 32);
+    let config = ForecasterConfig { hidden_size: 6, ..ForecasterConfig::new(9, 2, 3) };
+    let model = ForecasterTraining::build(config, 1).unwrap();
+    let report = backtest(model.forecaster(), &data, &prepared).unwrap();
+    // Test parts of 12 steps: origins 48..=57 in each series.
+    assert_eq!(report.origins, 20);
+    assert_eq!(report.methods[0].scores.count, 20 * 3 * 2);
+    assert!(report.forecasts.iter().all(|f| f.point.len() == 2 && f.point[0].iter().all(|v| v.is_finite())));
+}

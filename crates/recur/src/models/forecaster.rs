@@ -102,13 +102,16 @@ impl ForecasterConfig {
     }
 }
 
+/// Values by target and step: `[target][step]`.
+pub type Grid = Vec<Vec<f64>>;
+
 /// A forecast of one window in the model's (scaled) units: `[target][step]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScaledForecast {
     /// The point forecast (mean, median).
-    pub point: Vec<Vec<f64>>,
+    pub point: Grid,
     /// The 80% interval's ends, for a probabilistic loss.
-    pub interval: Option<(Vec<Vec<f64>>, Vec<Vec<f64>>)>,
+    pub interval: Option<(Grid, Grid)>,
 }
 
 /// `recurrent encoder → last hidden state → Linear → (Hz, N, outputs)`. Parameters under

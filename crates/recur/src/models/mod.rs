@@ -22,7 +22,7 @@ pub use classifier_task::{
     ClassifierTraining, Encoded, LoadedClassifier, CLASSIFY_TASK,
 };
 pub use forecast_baselines::Baseline;
-pub use forecaster::{ForecastLoss, Forecaster, ForecasterConfig, ScaledForecast, QUANTILES, Z80};
+pub use forecaster::{ForecastLoss, Forecaster, ForecasterConfig, Grid, ScaledForecast, QUANTILES, Z80};
 pub use forecaster_task::{
     backtest, forecast, load_forecaster, BacktestReport, Forecast, ForecastBatch, ForecastData, ForecastOptions,
     ForecastWindows, ForecasterTraining, LoadedForecaster, MethodScore, Prepared, SeriesInfo, FORECAST_TASK,
