@@ -76,6 +76,8 @@ fn train_predict_backtest_resume_on_the_embedded_airline_series() {
     let methods = report["report"]["methods"].as_array().unwrap();
     assert_eq!(methods.len(), 5);
     let naive = methods.iter().find(|m| m["method"] == "seasonal_naive").unwrap();
+    let out = recur(&["forecast", "backtest", "--checkpoint", p(&ckpt), "--horizon", "6"]);
+    fails_with(&out, &["--horizon trains a model, but --checkpoint gives one"]);
     assert!((naive["scores"]["rmse"].as_f64().unwrap() - 50.0508).abs() < 1e-3, "{naive}");
     // predict --origin 120 gives the backtest's forecast from origin 120, to the printed digit.
     let forecasts = report["report"]["forecasts"].as_array().unwrap();
@@ -206,5 +208,36 @@ fn each_bad_input_is_one_clear_error() {
         ]),
         &["--origin 2", "needs 6 steps before it"],
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// SIGTERM finishes the step, saves it and exits 143 through the shared runner; the run resumes.
+#[test]
+fn sigterm_saves_the_step_and_the_run_resumes() {
+    let dir = scratch("forecast-term");
+    let run = dir.join("run");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(["forecast", "train", "--out", p(&run), "--hidden-size", "8", "--max-steps", "1000000"])
+        .args(["--eval-every", "20", "--lr-schedule", "constant", "--time-budget", "60s", "--quiet"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn recur");
+    let last = run.join("last.safetensors");
+    let start = std::time::Instant::now();
+    while recur::train::Checkpoint::load(&last).map_or(true, |c| c.step < 20) {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "no checkpoint came");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(output.status.code(), Some(143), "{}", String::from_utf8_lossy(&output.stderr));
+    let step = recur::train::Checkpoint::load(&last).unwrap().step;
+    assert!(stdout(&output).contains(&format!("stopped by SIGTERM at step {step}")), "{}", stdout(&output));
+    let more = (step + 5).to_string();
+    let out = recur(&["forecast", "train", "--resume", p(&last), "--max-steps", &more, "--quiet"]);
+    ok(&out);
+    assert!(stdout(&out).contains(&format!("at step {more}")), "{}", stdout(&out));
     std::fs::remove_dir_all(&dir).ok();
 }

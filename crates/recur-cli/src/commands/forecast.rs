@@ -646,6 +646,22 @@ fn csv_cell(s: &str) -> String {
 
 fn backtest_cmd(args: BacktestArgs, explicit: &[String]) -> Result<()> {
     let csv = args.train.data.csv.clone();
+    if args.checkpoint.is_some() {
+        let training: Vec<String> = explicit
+            .iter()
+            .filter(|f| !["checkpoint", "json", "csv", "quiet", "threads"].contains(&f.as_str()))
+            .map(|f| format!("--{}", f.replace('_', "-")))
+            .collect();
+        if !training.is_empty() {
+            bail!(
+                "{} train{} a model, but --checkpoint gives one; drop {} to score the checkpoint, or drop --checkpoint \
+                 to train and score a new model",
+                training.join(", "),
+                if training.len() == 1 { "s" } else { "" },
+                if training.len() == 1 { "it" } else { "them" }
+            );
+        }
+    }
     let checkpoint = match &args.checkpoint {
         Some(p) => p.clone(),
         None => {
