@@ -692,8 +692,10 @@ fn print_table(report: &BacktestReport, origin: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "rolling-origin backtest of {origin}: {} origins, horizon {}, period {}",
-        report.origins, report.horizon, report.period
+        "rolling-origin backtest of {origin}: {}, horizon {}, period {}",
+        plural(report.origins, "origin"),
+        report.horizon,
+        report.period
     )?;
     writeln!(out, "{:<16} {:>12} {:>12} {:>8} {:>8} {:>9}", "method", "MAE", "RMSE", "MASE", "sMAPE%", "cover80")?;
     for m in &report.methods {
