@@ -22,7 +22,7 @@ use anyhow::Result;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use commands::{classify, compare, eval, gradflow, inspect, sample, tag, train};
+use commands::{classify, compare, eval, forecast, gradflow, inspect, sample, tag, train};
 
 /// Recur: PyTorch-compatible recurrent networks (RNN, LSTM, GRU) on the CPU.
 #[derive(Debug, Parser)]
@@ -40,6 +40,8 @@ enum Command {
     Classify(classify::ClassifyArgs),
     /// Tag words in sentences: train, evaluate and predict (default data: Brown news, part of speech).
     Tag(tag::TagArgs),
+    /// Forecast time series: train, predict, backtest against baselines (default: airline passengers).
+    Forecast(forecast::ForecastArgs),
     /// Generate text from a trained character model.
     Sample(sample::SampleArgs),
     /// Score a text with a trained character model: loss, perplexity, bits per character.
@@ -133,7 +135,12 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
             train::run(args, &explicit_flags(matches))
         }
         Command::Classify(args) => classify::run(args, &explicit_flags(matches)),
+<<<<<<< HEAD
         Command::Tag(args) => tag::run(args, &explicit_flags(matches)),
+=======
+        Command::Tag(args) => tag::run(args),
+        Command::Forecast(args) => forecast::run(args, &explicit_flags(matches)),
+>>>>>>> forecast
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Inspect(args) => inspect::run(args),

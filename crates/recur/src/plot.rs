@@ -36,6 +36,18 @@ impl Series {
     }
 }
 
+/// A shaded band between a lower and an upper line (a prediction interval): `(x, low, high)`
+/// points in order. Points with a non-finite coordinate are left out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Band {
+    /// What it shows (kept in the SVG as a `<title>`).
+    pub name: String,
+    /// The index of the series whose colour it takes.
+    pub series: usize,
+    /// The points.
+    pub points: Vec<(f64, f64, f64)>,
+}
+
 /// A chart of one or more series sharing axes. [`LinePlot::new`] sets the texts; the other fields
 /// start at their documented defaults and are set directly.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,6 +70,8 @@ pub struct LinePlot {
     pub x_integer: bool,
     /// The lines.
     pub series: Vec<Series>,
+    /// Shaded bands drawn under the lines, each in the colour of its series. Default: none.
+    pub bands: Vec<Band>,
 }
 
 const WIDTH: f64 = 720.0;
@@ -107,6 +121,7 @@ impl LinePlot {
             log_y: false,
             x_integer: false,
             series: Vec::new(),
+            bands: Vec::new(),
         }
     }
 
@@ -143,8 +158,15 @@ impl LinePlot {
     pub fn to_svg(&self) -> String {
         let ty = |y: f64| if self.log_y { y.log10() } else { y };
         let usable = |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite() && (!self.log_y || y > 0.0);
-        let points: Vec<(f64, f64)> =
-            self.series.iter().flat_map(|s| s.points.iter().copied()).filter(usable).map(|(x, y)| (x, ty(y))).collect();
+        let band_points = self.bands.iter().flat_map(|b| b.points.iter().flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)]));
+        let points: Vec<(f64, f64)> = self
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().copied())
+            .chain(band_points)
+            .filter(usable)
+            .map(|(x, y)| (x, ty(y)))
+            .collect();
         let (mut x0, mut x1, mut y0, mut y1) = points
             .iter()
             .fold((f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY), |(a, b, c, d), &(x, y)| {
@@ -233,6 +255,28 @@ impl LinePlot {
             top + ph / 2.0,
             escape(&self.y_label_text())
         );
+        // Bands under the lines.
+        for b in &self.bands {
+            let color = COLORS[b.series % COLORS.len()];
+            let kept: Vec<(f64, f64, f64)> =
+                b.points.iter().copied().filter(|&(x, lo, hi)| usable(&(x, lo)) && usable(&(x, hi))).collect();
+            if kept.is_empty() {
+                continue;
+            }
+            let mut path = String::new();
+            for (i, &(x, _, hi)) in kept.iter().enumerate() {
+                let _ = write!(path, "{}{:.1},{:.1} ", if i == 0 { "M" } else { "L" }, sx(x), sy(ty(hi)));
+            }
+            for &(x, lo, _) in kept.iter().rev() {
+                let _ = write!(path, "L{:.1},{:.1} ", sx(x), sy(ty(lo)));
+            }
+            let _ = writeln!(
+                svg,
+                r#"<path class="band" d="{}Z" fill="{color}" fill-opacity="0.2" stroke="none"><title>{}</title></path>"#,
+                path,
+                escape(&b.name)
+            );
+        }
         // Lines, broken at unusable points.
         for (k, s) in self.series.iter().enumerate() {
             let color = COLORS[k % COLORS.len()];
@@ -462,6 +506,24 @@ mod tests {
                 (pos, svg[open + 1..close].to_string())
             })
             .collect()
+    }
+
+    #[test]
+    fn a_band_widens_the_range_and_is_drawn_closed() {
+        let mut plot = plot_of(vec![(0.0, 1.0), (1.0, 2.0)]);
+        plot.bands.push(Band {
+            name: "80% interval".into(),
+            series: 0,
+            points: vec![(0.0, 0.0, 5.0), (1.0, f64::NAN, 3.0), (1.0, 1.0, 3.0)],
+        });
+        let svg = plot.to_svg();
+        assert_eq!(svg.matches(r#"class="band""#).count(), 1);
+        assert!(svg.contains("Z\" fill=") && svg.contains("<title>80% interval</title>"), "{svg}");
+        let labels: Vec<String> = ticks(&svg, "y-tick").into_iter().map(|t| t.1).collect();
+        assert!(
+            labels.iter().any(|l| l == "5" || l == "5.0") && labels.iter().any(|l| l == "0" || l == "0.0"),
+            "{labels:?}"
+        );
     }
 
     fn plot_of(points: Vec<(f64, f64)>) -> LinePlot {

@@ -4,6 +4,7 @@
 pub mod classify;
 pub mod compare;
 pub mod eval;
+pub mod forecast;
 pub mod gradflow;
 pub mod inspect;
 pub mod sample;

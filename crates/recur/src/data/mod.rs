@@ -15,3 +15,4 @@ pub use series::{LabelledSeries, SeriesScaling};
 pub use streams::{evaluate_streams, Streams};
 pub use tagged::Tagged;
 pub use text::{decode_utf8, Vocab};
+pub mod timeseries;

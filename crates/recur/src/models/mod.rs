@@ -5,6 +5,9 @@ mod char_lm;
 mod char_lm_task;
 mod classifier;
 mod classifier_task;
+mod forecast_baselines;
+mod forecaster;
+mod forecaster_task;
 mod sampling;
 mod tagger;
 mod tagger_task;
@@ -17,6 +20,12 @@ pub use classifier::{ClassifierConfig, Pooling, SequenceClassifier};
 pub use classifier_task::{
     argmax, evaluate_classifier, load_classifier, predict, ClassBatch, ClassBatches, ClassifierData,
     ClassifierTraining, Encoded, Inputs, LoadedClassifier, CLASSIFY_TASK,
+};
+pub use forecast_baselines::Baseline;
+pub use forecaster::{ForecastLoss, Forecaster, ForecasterConfig, Grid, ScaledForecast, QUANTILES, Z80};
+pub use forecaster_task::{
+    backtest, forecast, load_forecaster, BacktestReport, Forecast, ForecastBatch, ForecastData, ForecastOptions,
+    ForecastWindows, ForecasterTraining, LoadedForecaster, MethodScore, Prepared, SeriesInfo, FORECAST_TASK,
 };
 pub use sampling::{sample, Sampling};
 pub use tagger::{TagInput, Tagger, TaggerConfig};
