@@ -135,12 +135,8 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
             train::run(args, &explicit_flags(matches))
         }
         Command::Classify(args) => classify::run(args, &explicit_flags(matches)),
-<<<<<<< HEAD
         Command::Tag(args) => tag::run(args, &explicit_flags(matches)),
-=======
-        Command::Tag(args) => tag::run(args),
         Command::Forecast(args) => forecast::run(args, &explicit_flags(matches)),
->>>>>>> forecast
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Inspect(args) => inspect::run(args),
