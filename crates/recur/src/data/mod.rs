@@ -2,11 +2,13 @@
 
 pub mod buckets;
 pub mod labelled;
+pub mod pairs;
 pub mod streams;
 pub mod tagged;
 pub mod text;
 
 pub use buckets::Buckets;
+pub use pairs::{Pairs, SideTokens, SideVocab};
 pub use labelled::{Labelled, TokenVocab, Tokenize};
 pub use streams::{evaluate_streams, Streams};
 pub use tagged::Tagged;
