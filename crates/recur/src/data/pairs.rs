@@ -139,7 +139,11 @@ impl Pairs {
 
     fn check_not_empty(data: Self, origin: &str) -> Result<Self> {
         if data.sources.is_empty() {
-            return Err(Error::data("pairs", format!("{origin} holds no pair"), "pass a file of source<TAB>target lines"));
+            return Err(Error::data(
+                "pairs",
+                format!("{origin} holds no pair"),
+                "pass a file of source<TAB>target lines",
+            ));
         }
         Ok(data)
     }
@@ -175,7 +179,11 @@ impl Pairs {
     /// the second part, all their references with them. Returns both parts.
     pub fn split(&self, fraction: f64, seed: u64) -> Result<(Self, Self)> {
         if !(fraction > 0.0 && fraction < 1.0) {
-            return Err(Error::config("split", format!("the held-out fraction must be in (0, 1), got {fraction}"), "pass e.g. 0.1"));
+            return Err(Error::config(
+                "split",
+                format!("the held-out fraction must be in (0, 1), got {fraction}"),
+                "pass e.g. 0.1",
+            ));
         }
         if self.len() < 2 {
             return Err(Error::data("pairs", "one source only: nothing to hold out", "give two sources or more"));
